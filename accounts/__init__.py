@@ -1,0 +1,1 @@
+"""Accounts: users, roles and their permissions, JWT authentication."""

@@ -1,0 +1,1 @@
+"""ATLAS: the Redis-compatible key-value server."""

@@ -1,0 +1,96 @@
+"""API conventions shared by every app: error bodies, pagination, strict fields, body limits.
+
+Every error body is {"detail": "...", "code": "..."}; a validation error adds "errors", the
+per-field messages DRF produces.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from django.conf import settings
+from django.core.exceptions import PermissionDenied, RequestDataTooBig
+from django.http import Http404
+from rest_framework import exceptions, serializers, status
+from rest_framework.pagination import PageNumberPagination
+from rest_framework.parsers import JSONParser
+from rest_framework.response import Response
+from rest_framework.views import exception_handler as drf_exception_handler
+
+MAX_PAGE_SIZE = 500
+
+
+class Pagination(PageNumberPagination):
+    """?page=N&page_size=M, M up to MAX_PAGE_SIZE."""
+
+    page_size_query_param = "page_size"
+    max_page_size = MAX_PAGE_SIZE
+
+
+class StrictCharField(serializers.CharField):
+    """A CharField that refuses numbers and booleans instead of turning them into strings."""
+
+    default_error_messages = {"invalid": "Must be a string."}
+
+    def to_internal_value(self, data: Any) -> str:
+        if not isinstance(data, str):
+            self.fail("invalid")
+        return str(super().to_internal_value(data))
+
+
+class RequestBodyTooLarge(exceptions.APIException):
+    status_code = status.HTTP_413_REQUEST_ENTITY_TOO_LARGE
+    default_detail = "Request body too large."
+    default_code = "request_too_large"
+
+
+class LimitedJSONParser(JSONParser):
+    """JSONParser that reads at most DATA_UPLOAD_MAX_MEMORY_SIZE bytes, whatever the client says."""
+
+    def parse(self, stream: Any, media_type: str | None = None, parser_context: Mapping[str, Any] | None = None) -> Any:
+        limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+        body = stream.read(limit + 1) if stream is not None else b""
+        if len(body) > limit:
+            raise RequestBodyTooLarge()
+        try:
+            return json.loads(body)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise exceptions.ParseError(f"JSON parse error - {exc}") from None
+
+
+def _first_message(errors: Any, prefix: str = "") -> tuple[str, str]:
+    """The first (message, code) in DRF's nested error structure, with its field path as prefix."""
+    if isinstance(errors, dict):
+        for field, value in errors.items():
+            label = "" if field in ("non_field_errors", "detail") else f"{prefix}{field}: "
+            return _first_message(value, label if not prefix else f"{prefix}{field}.")
+    if isinstance(errors, list) and errors:
+        return _first_message(errors[0], prefix)
+    if isinstance(errors, exceptions.ErrorDetail):
+        return f"{prefix}{errors}", errors.code or "invalid"
+    return f"{prefix}{errors}", "invalid"
+
+
+def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
+    """DRF's handler, with every error body reshaped to {"detail", "code"[, "errors"]}."""
+    if isinstance(exc, RequestDataTooBig):
+        exc = RequestBodyTooLarge()
+    response = drf_exception_handler(exc, context)
+    if response is None:
+        return None
+    if isinstance(exc, exceptions.ValidationError):
+        detail, code = _first_message(exc.detail)
+        response.data = {"detail": detail, "code": code, "errors": exc.detail}
+        return response
+    if isinstance(exc, Http404):
+        response.data = {"detail": "Not found.", "code": "not_found"}
+    elif isinstance(exc, PermissionDenied):
+        response.data = {"detail": "You do not have permission to perform this action.", "code": "permission_denied"}
+    elif isinstance(exc, exceptions.APIException):
+        detail, code = _first_message(exc.detail)
+        if isinstance(exc.detail, dict) and "code" in exc.detail:
+            code = str(exc.detail["code"])
+        response.data = {"detail": detail, "code": code}
+    return response

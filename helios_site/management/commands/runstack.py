@@ -1,0 +1,20 @@
+import sys
+
+from django.conf import settings
+from django.core.management.base import BaseCommand, CommandParser
+
+from helios_site import gateway, stack
+from helios_site.supervisor import GRACE_SECONDS, Supervisor
+
+
+class Command(BaseCommand):
+    help = "Run the whole HELIOS stack under one supervisor (what `make run` does); Ctrl-C stops it."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--grace-seconds", type=float, default=GRACE_SECONDS, help="time to stop before SIGKILL")
+
+    def handle(self, *args: object, **options: float) -> None:
+        url = gateway.gateway_options(settings.CONFIG).url
+        self.stdout.write(f"HELIOS starting: admin {url}/admin/  API docs {url}/api/docs/  API {url}/api/v1/")
+        self.stdout.flush()
+        sys.exit(Supervisor(stack.stack_processes(), grace_seconds=options["grace_seconds"]).run())

@@ -1,0 +1,1 @@
+"""Jobs: the queue, the task registry and the workers."""

@@ -1,0 +1,1 @@
+"""The reverse proxy: load balancing, health checks and circuit breakers."""

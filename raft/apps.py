@@ -1,0 +1,6 @@
+from django.apps import AppConfig
+
+
+class RaftConfig(AppConfig):
+    name = "raft"
+    verbose_name = "Raft consensus"

@@ -1,0 +1,146 @@
+"""The supervisor behind `make run`, with stand-in children and with the real stack."""
+
+import os
+import re
+import signal
+import sys
+import textwrap
+import time
+
+import pytest
+import requests
+
+from tests.helpers import MANAGE, ManagedProcess, base_env, free_port, wait_for_http
+
+pytestmark = pytest.mark.timeout(90)
+
+SLEEPER = [sys.executable, "-c", "import time; time.sleep(120)"]
+STUBBORN = [
+    sys.executable,
+    "-c",
+    "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); print('ready', flush=True); time.sleep(120)",
+]
+FAILING = [sys.executable, "-c", "import sys; sys.exit(3)"]
+
+
+@pytest.fixture
+def start_supervisor(tmp_path):
+    started: list[ManagedProcess] = []
+
+    def start(specs: dict[str, list[str]], grace: float = 5.0) -> ManagedProcess:
+        process = _supervisor_process(tmp_path, specs, grace)
+        started.append(process)
+        return process
+
+    yield start
+    for process in started:
+        process.stop()
+
+
+def _supervisor_process(tmp_path, specs: dict[str, list[str]], grace: float) -> ManagedProcess:
+    script = textwrap.dedent(
+        f"""
+        import logging, sys
+        from helios_site.supervisor import ProcessSpec, Supervisor
+        logging.basicConfig(level=logging.INFO, stream=sys.stdout, format="%(message)s")
+        specs = [ProcessSpec(name, argv) for name, argv in {specs!r}.items()]
+        sys.exit(Supervisor(specs, grace_seconds={grace}, first_restart_delay=0.05).run())
+        """
+    )
+    return ManagedProcess([sys.executable, "-c", script], base_env(), tmp_path / "supervisor.log")
+
+
+def wait_for_output(process: ManagedProcess, pattern: str, count: int = 1, timeout: float = 15.0) -> list[str]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = re.findall(pattern, process.output())
+        if len(found) >= count:
+            return found
+        time.sleep(0.05)
+    raise AssertionError(f"{pattern!r} x{count} not in output:\n{process.output()}")
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # a zombie is dead for our purposes
+    with open(f"/proc/{pid}/stat") as stat:
+        return stat.read().split(")")[-1].split()[0] != "Z"
+
+
+def wait_dead(pid: int, timeout: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while alive(pid):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+def test_ctrl_c_stops_every_child(start_supervisor):
+    supervisor = start_supervisor({"one": SLEEPER, "two": SLEEPER})
+    pids = [int(pid) for pid in wait_for_output(supervisor, r"started \w+ \(pid (\d+)\)", count=2)]
+    supervisor.signal(signal.SIGINT)
+    assert supervisor.process.wait(15) == 0
+    assert all(wait_dead(pid) for pid in pids)
+    assert "received SIGINT, stopping" in supervisor.output()
+
+
+def test_a_dead_child_is_reported_and_restarted(start_supervisor):
+    supervisor = start_supervisor({"worker": SLEEPER})
+    first = int(wait_for_output(supervisor, r"started worker \(pid (\d+)\)")[0])
+    os.kill(first, signal.SIGKILL)
+    wait_for_output(supervisor, rf"worker \(pid {first}\) exited with code -9; restarting")
+    second = int(wait_for_output(supervisor, r"started worker \(pid (\d+)\)", count=2)[1])
+    assert second != first
+    assert alive(second)
+    supervisor.stop()
+    assert wait_dead(second)
+
+
+def test_a_child_that_keeps_dying_stops_the_stack_with_an_error(start_supervisor):
+    supervisor = start_supervisor({"broken": FAILING, "fine": SLEEPER})
+    fine = int(wait_for_output(supervisor, r"started fine \(pid (\d+)\)")[0])
+    assert supervisor.process.wait(30) == 1
+    assert "broken exited with code 3 6 times within 60s: giving up" in supervisor.output()
+    assert wait_dead(fine)
+
+
+def test_a_child_that_ignores_sigterm_is_killed_after_the_grace_period(start_supervisor):
+    supervisor = start_supervisor({"stubborn": STUBBORN}, grace=1.0)
+    pid = int(wait_for_output(supervisor, r"started stubborn \(pid (\d+)\)")[0])
+    wait_for_output(supervisor, "ready")
+    supervisor.signal(signal.SIGTERM)
+    assert supervisor.process.wait(15) == 0
+    assert "stubborn did not stop in time, killing it" in supervisor.output()
+    assert wait_dead(pid)
+
+
+def test_children_die_with_a_killed_supervisor(start_supervisor):
+    supervisor = start_supervisor({"orphan": SLEEPER})
+    pid = int(wait_for_output(supervisor, r"started orphan \(pid (\d+)\)")[0])
+    supervisor.signal(signal.SIGKILL)
+    assert wait_dead(pid)
+
+
+@pytest.mark.database
+def test_runstack_serves_the_gateway_and_stops_it_on_ctrl_c(gateway_env, tmp_path):
+    port = free_port()
+    stack = ManagedProcess(
+        [*MANAGE, "runstack", "--grace-seconds", "10"],
+        {**gateway_env, "HELIOS_GATEWAY_LISTEN": f"127.0.0.1:{port}", "HELIOS_GATEWAY_WORKERS": "1"},
+        tmp_path / "stack.log",
+    )
+    try:
+        assert wait_for_http(f"http://127.0.0.1:{port}/healthz", stack).status_code == 200
+        assert f"admin http://127.0.0.1:{port}/admin/" in stack.output()
+        gateway_pid = int(re.search(r"started gateway \(pid (\d+)\)", stack.output()).group(1))
+        stack.signal(signal.SIGINT)
+        assert stack.process.wait(30) == 0
+        assert wait_dead(gateway_pid)
+        with pytest.raises(requests.ConnectionError):
+            requests.get(f"http://127.0.0.1:{port}/healthz", timeout=2)
+    finally:
+        stack.stop()
