@@ -8,6 +8,7 @@ worker_class = "helios_site.workers.UvicornWorker"
 graceful_timeout = 10
 timeout = 30
 keepalive = 5
+control_socket_disable = True  # gunicorn's gunicornc socket: one per user, it would clash between gateways
 accesslog = None  # the access log is written by Django's middleware, as JSON
 
 logconfig_dict = {

@@ -20,7 +20,8 @@ request_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar("req
 
 # Attributes the filter sets on every record; they are top-level fields, not part of "extra".
 _CONTEXT_ATTRS = ("request_id", "trace_id", "span_id")
-_NOT_EXTRA = frozenset(RESERVED_ATTRS) | {"message", "asctime", "taskName", *_CONTEXT_ATTRS}
+# color_message: uvicorn's copy of the message with terminal colour codes.
+_NOT_EXTRA = frozenset(RESERVED_ATTRS) | {"message", "asctime", "taskName", "color_message", *_CONTEXT_ATTRS}
 
 
 class RequestContextFilter(logging.Filter):

@@ -30,6 +30,9 @@ RESTART_WINDOW_SECONDS = 60.0
 FIRST_RESTART_DELAY_SECONDS = 0.5
 MAX_RESTART_DELAY_SECONDS = 8.0
 POLL_SECONDS = 0.1
+# A second stop signal means "now" only when it comes this long after the first: one Ctrl-C can be
+# delivered twice (to a wrapper's process group and by the wrapper itself).
+HURRY_AFTER_SECONDS = 1.0
 _PR_SET_PDEATHSIG = 1
 
 
@@ -70,8 +73,8 @@ class Supervisor:
         self.children = [_Child(spec) for spec in specs]
         self.grace_seconds = grace_seconds
         self.first_restart_delay = first_restart_delay
-        self._stop_requested = False
-        self._stop_signals = 0
+        self._stop_requested_at: float | None = None
+        self._hurry = False
 
     def run(self) -> int:
         """Start every process and supervise them. Returns the exit code for the supervisor."""
@@ -88,10 +91,12 @@ class Supervisor:
         return code
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
-        self._stop_signals += 1
-        if self._stop_signals == 1:
+        now = time.monotonic()
+        if self._stop_requested_at is None:
+            self._stop_requested_at = now
             logger.info("received %s, stopping", signal.Signals(signum).name, extra={"action": "stack_stopping"})
-        self._stop_requested = True
+        elif now - self._stop_requested_at >= HURRY_AFTER_SECONDS:
+            self._hurry = True
 
     def _start(self, child: _Child) -> None:
         env = {**os.environ, **child.spec.env}
@@ -110,7 +115,7 @@ class Supervisor:
         )
 
     def _supervise(self) -> int:
-        while not self._stop_requested:
+        while self._stop_requested_at is None:
             now = time.monotonic()
             for child in self.children:
                 if child.process is not None and child.process.poll() is not None:
@@ -161,7 +166,7 @@ class Supervisor:
         for child in running:
             assert child.process is not None
             # A second Ctrl-C means "now": skip the rest of the grace period.
-            while child.process.poll() is None and time.monotonic() < deadline and self._stop_signals < 2:
+            while child.process.poll() is None and time.monotonic() < deadline and not self._hurry:
                 time.sleep(POLL_SECONDS)
             if child.process.poll() is None:
                 logger.warning("%s did not stop in time, killing it", child.spec.name, extra={"action": "killed"})

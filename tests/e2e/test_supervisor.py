@@ -108,6 +108,16 @@ def test_a_child_that_keeps_dying_stops_the_stack_with_an_error(start_supervisor
     assert wait_dead(fine)
 
 
+def test_a_second_ctrl_c_a_while_later_skips_the_grace_period(start_supervisor):
+    supervisor = start_supervisor({"stubborn": STUBBORN}, grace=60.0)
+    wait_for_output(supervisor, "ready")
+    supervisor.signal(signal.SIGINT)
+    time.sleep(1.5)
+    supervisor.signal(signal.SIGINT)
+    assert supervisor.process.wait(10) == 0
+    assert "stubborn did not stop in time, killing it" in supervisor.output()
+
+
 def test_a_child_that_ignores_sigterm_is_killed_after_the_grace_period(start_supervisor):
     supervisor = start_supervisor({"stubborn": STUBBORN}, grace=1.0)
     pid = int(wait_for_output(supervisor, r"started stubborn \(pid (\d+)\)")[0])
@@ -137,9 +147,12 @@ def test_runstack_serves_the_gateway_and_stops_it_on_ctrl_c(gateway_env, tmp_pat
         assert wait_for_http(f"http://127.0.0.1:{port}/healthz", stack).status_code == 200
         assert f"admin http://127.0.0.1:{port}/admin/" in stack.output()
         gateway_pid = int(re.search(r"started gateway \(pid (\d+)\)", stack.output()).group(1))
+        # A terminal's Ctrl-C, delivered twice in a row as a wrapper such as timeout(1) does: still graceful.
+        stack.signal(signal.SIGINT)
         stack.signal(signal.SIGINT)
         assert stack.process.wait(30) == 0
         assert wait_dead(gateway_pid)
+        assert "gateway stopped (code 0)" in stack.output()
         with pytest.raises(requests.ConnectionError):
             requests.get(f"http://127.0.0.1:{port}/healthz", timeout=2)
     finally:
