@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip --disable-pip-version-check -q
 
-.PHONY: run test test-sqlite test-postgres lint check venv venv-dev clean
+.PHONY: run test test-sqlite test-postgres lint check venv venv-dev clean bench-atlas
 
 $(VENV)/.runtime: requirements.txt
 	@$(PYTHON) -c 'import sys; sys.exit("HELIOS needs Python >= 3.11, found " + sys.version.split()[0]) if sys.version_info < (3, 11) else None'
@@ -52,6 +52,10 @@ check: venv-dev
 	HELIOS_ENV=production HELIOS_SECRET_KEY=ci-only-$$(head -c 48 /dev/urandom | base64 | tr -d '/+=\n') \
 		HELIOS_GATEWAY_ALLOWED_HOSTS=helios.example.com \
 		$(PY) manage.py check --deploy --fail-level WARNING
+
+## bench-atlas: ATLAS against redis-server with redis-benchmark, -P 1 and -P 16 (BENCH_REQUESTS, BENCH_ROUNDS)
+bench-atlas: venv
+	$(PY) bench/bench_atlas.py
 
 clean:
 	rm -rf $(VENV) var

@@ -71,6 +71,18 @@ def parse_bool(raw: Any) -> bool:
     raise ValueError(f"expected true or false, got {raw!r}")
 
 
+def non_negative_int(raw: Any) -> int:
+    if isinstance(raw, bool):
+        raise ValueError(f"expected an integer of 0 or more, got {raw!r}")
+    try:
+        value = int(str(raw).strip())
+    except ValueError:
+        raise ValueError(f"expected an integer of 0 or more, got {raw!r}") from None
+    if value < 0:
+        raise ValueError(f"expected an integer of 0 or more, got {raw!r}")
+    return value
+
+
 def positive_int(raw: Any) -> int:
     if isinstance(raw, bool):
         raise ValueError(f"expected a positive integer, got {raw!r}")
@@ -157,6 +169,26 @@ SCHEMA: tuple[Setting, ...] = (
     Setting("gateway.page_size", positive_int, 50),
     Setting("gateway.log_level", parse_choice("debug", "info", "warning", "error"), "info"),
     Setting("gateway.var_dir", parse_text, str(BASE_DIR / "var"), env=("HELIOS_VAR_DIR",)),
+    # atlas: the key-value server (manage.py runatlas), and how Django reaches it
+    Setting("atlas.url", parse_text, None, env=("HELIOS_ATLAS_URL",), help="redis:// URL Django uses"),
+    Setting("atlas.socket_timeout", parse_duration, "5s", help="client-side timeout of one ATLAS call"),
+    Setting("atlas.listen", parse_address, "127.0.0.1:6380"),
+    Setting("atlas.data_dir", parse_text, str(BASE_DIR / "var" / "atlas")),
+    Setting(
+        "atlas.aof_fsync",
+        parse_choice("every", "interval", "none", aliases={"always": "every", "everysec": "interval", "no": "none"}),
+        "every",
+        help="flag --sync-mode",
+    ),
+    Setting("atlas.requirepass", parse_text, None),
+    Setting("atlas.protected_mode", parse_bool, True),
+    Setting("atlas.maxclients", positive_int, 10000),
+    Setting("atlas.timeout", non_negative_int, 0, help="close clients idle this many seconds (0: never)"),
+    Setting("atlas.databases", positive_int, 16),
+    Setting("atlas.proto_max_bulk_len", parse_size, "512mb"),
+    Setting("atlas.client_query_buffer_limit", parse_size, "1gb"),
+    Setting("atlas.client_output_buffer_limit", parse_size, "64mb", help="backlog that drops a slow subscriber"),
+    Setting("atlas.metrics_listen", parse_address, "127.0.0.1:9091"),
 )
 
 _SCHEMA_BY_PATH = {setting.path: setting for setting in SCHEMA}

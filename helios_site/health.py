@@ -1,7 +1,7 @@
 """Liveness and readiness probes.
 
 /healthz answers as long as the process serves requests. /readyz also checks what a request needs:
-the database (and, once configured, ATLAS); it answers 503 with the failing check otherwise.
+the database, and ATLAS when HELIOS_ATLAS_URL is set; it answers 503 with the failing check otherwise.
 """
 
 from __future__ import annotations
@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
+from django.conf import settings
 from django.db import connection
 from django.http import HttpRequest, JsonResponse
 from django.views.decorators.http import require_GET
@@ -22,7 +23,15 @@ def check_database() -> None:
         cursor.fetchone()
 
 
+def check_atlas() -> None:
+    from atlas.client import check_atlas as ping_atlas
+
+    ping_atlas()
+
+
 READINESS_CHECKS: dict[str, Callable[[], None]] = {"database": check_database}
+if settings.CONFIG.get("atlas.url"):
+    READINESS_CHECKS["atlas"] = check_atlas
 
 
 @require_GET

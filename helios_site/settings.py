@@ -153,7 +153,22 @@ STORAGES = {
     "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
 }
 
-CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+# With ATLAS configured (HELIOS_ATLAS_URL), Django's cache lives there, shared by every process;
+# otherwise each process has its own in-memory cache.
+ATLAS_URL = CONFIG.get("atlas.url")
+if ATLAS_URL:
+    CACHES = {
+        "default": {
+            "BACKEND": "atlas.cache.AtlasCache",
+            "LOCATION": ATLAS_URL,
+            "OPTIONS": {
+                "socket_timeout": CONFIG.get("atlas.socket_timeout"),
+                "socket_connect_timeout": CONFIG.get("atlas.socket_timeout"),
+            },
+        }
+    }
+else:
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [

@@ -4,12 +4,20 @@ from __future__ import annotations
 
 import sys
 
-from helios_site.config import BASE_DIR
+from helios_site.config import BASE_DIR, Config
 from helios_site.supervisor import ProcessSpec
 
 MANAGE = [sys.executable, str(BASE_DIR / "manage.py")]
 
 
-def stack_processes() -> list[ProcessSpec]:
-    """Every HELIOS process of a development stack, each reading the same configuration."""
-    return [ProcessSpec("gateway", [*MANAGE, "rungateway"])]
+def stack_processes(config: Config) -> list[ProcessSpec]:
+    """Every HELIOS process of a development stack, each reading the same configuration.
+
+    The gateway is pointed at the stack's ATLAS (HELIOS_ATLAS_URL) unless one is configured.
+    """
+    atlas_host, atlas_port = config.get("atlas.listen")
+    atlas_url = config.get("atlas.url") or f"redis://{atlas_host}:{atlas_port}/0"
+    return [
+        ProcessSpec("atlas", [*MANAGE, "runatlas"]),
+        ProcessSpec("gateway", [*MANAGE, "rungateway"], env={"HELIOS_ATLAS_URL": atlas_url}),
+    ]

@@ -78,8 +78,8 @@ def wait_for_http(url: str, process: ManagedProcess | None = None, timeout: floa
         if process is not None and process.process.poll() is not None:
             raise AssertionError(f"process exited with {process.process.returncode}:\n{process.output()[-4000:]}")
         try:
-            return requests.get(url, timeout=2)
-        except requests.ConnectionError:
+            return requests.get(url, timeout=5)
+        except (requests.ConnectionError, requests.Timeout):
             if time.monotonic() > deadline:
                 tail = process.output()[-4000:] if process else ""
                 raise AssertionError(f"{url} did not answer within {timeout}s\n{tail}") from None

@@ -136,23 +136,39 @@ def test_children_die_with_a_killed_supervisor(start_supervisor):
 
 
 @pytest.mark.database
-def test_runstack_serves_the_gateway_and_stops_it_on_ctrl_c(gateway_env, tmp_path):
-    port = free_port()
+def test_runstack_serves_atlas_and_the_gateway_and_stops_them_on_ctrl_c(gateway_env, tmp_path):
+    port, atlas_port = free_port(), free_port()
     stack = ManagedProcess(
         [*MANAGE, "runstack", "--grace-seconds", "10"],
-        {**gateway_env, "HELIOS_GATEWAY_LISTEN": f"127.0.0.1:{port}", "HELIOS_GATEWAY_WORKERS": "1"},
+        {
+            **gateway_env,
+            "HELIOS_GATEWAY_LISTEN": f"127.0.0.1:{port}",
+            "HELIOS_GATEWAY_WORKERS": "1",
+            "HELIOS_ATLAS_LISTEN": f"127.0.0.1:{atlas_port}",
+            "HELIOS_ATLAS_METRICS_LISTEN": f"127.0.0.1:{free_port()}",
+            "HELIOS_ATLAS_DATA_DIR": str(tmp_path / "atlas"),
+        },
         tmp_path / "stack.log",
     )
     try:
         assert wait_for_http(f"http://127.0.0.1:{port}/healthz", stack).status_code == 200
         assert f"admin http://127.0.0.1:{port}/admin/" in stack.output()
+        ready = wait_for_http(f"http://127.0.0.1:{port}/readyz", stack)
+        deadline = time.monotonic() + 30
+        while ready.status_code != 200 and time.monotonic() < deadline:  # ATLAS may start after the gateway
+            time.sleep(0.2)
+            ready = wait_for_http(f"http://127.0.0.1:{port}/readyz", stack)
+        assert ready.json()["checks"] == {"database": "ok", "atlas": "ok"}
         gateway_pid = int(re.search(r"started gateway \(pid (\d+)\)", stack.output()).group(1))
+        atlas_pid = int(re.search(r"started atlas \(pid (\d+)\)", stack.output()).group(1))
         # A terminal's Ctrl-C, delivered twice in a row as a wrapper such as timeout(1) does: still graceful.
         stack.signal(signal.SIGINT)
         stack.signal(signal.SIGINT)
         assert stack.process.wait(30) == 0
         assert wait_dead(gateway_pid)
+        assert wait_dead(atlas_pid)
         assert "gateway stopped (code 0)" in stack.output()
+        assert "atlas stopped (code 0)" in stack.output()
         with pytest.raises(requests.ConnectionError):
             requests.get(f"http://127.0.0.1:{port}/healthz", timeout=2)
     finally:

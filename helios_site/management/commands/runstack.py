@@ -15,6 +15,9 @@ class Command(BaseCommand):
 
     def handle(self, *args: object, **options: float) -> None:
         url = gateway.gateway_options(settings.CONFIG).url
+        atlas_host, atlas_port = settings.CONFIG.get("atlas.listen")
         self.stdout.write(f"HELIOS starting: admin {url}/admin/  API docs {url}/api/docs/  API {url}/api/v1/")
+        self.stdout.write(f"ATLAS: redis-cli -h {atlas_host} -p {atlas_port}")
         self.stdout.flush()
-        sys.exit(Supervisor(stack.stack_processes(), grace_seconds=options["grace_seconds"]).run())
+        processes = stack.stack_processes(settings.CONFIG)
+        sys.exit(Supervisor(processes, grace_seconds=options["grace_seconds"]).run())

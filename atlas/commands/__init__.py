@@ -1,0 +1,21 @@
+"""The command table: one module per family registers its handlers with @command.
+
+Importing this package imports every family; `session.build_table()` then indexes them.
+"""
+
+from atlas.commands import (  # noqa: F401 - imported for their @command registrations
+    connection,
+    hashes,
+    keys,
+    lists,
+    pubsub,
+    server,
+    sets,
+    strings,
+    throttle,
+    transactions,
+    zsets,
+)
+from atlas.commands.base import REGISTRY
+
+__all__ = ["REGISTRY"]

@@ -1,0 +1,50 @@
+"""Run one ATLAS node until SIGTERM, SIGINT or SHUTDOWN."""
+
+from __future__ import annotations
+
+import logging
+
+import uvloop
+
+from atlas.commands.session import RuntimeConfig, ServerState
+from atlas.conf import AtlasSettings
+from atlas.metrics import registry_for, serve_metrics
+from atlas.server import AtlasServer, ListenAddress, check_protected_mode, install_signal_handlers
+
+logger = logging.getLogger(__name__)
+
+
+def runtime_config(settings: AtlasSettings) -> RuntimeConfig:
+    return RuntimeConfig(
+        requirepass=settings.requirepass,
+        maxclients=settings.maxclients,
+        timeout=settings.timeout,
+        proto_max_bulk_len=settings.proto_max_bulk_len,
+        client_query_buffer_limit=settings.client_query_buffer_limit,
+        client_output_buffer_limit=settings.client_output_buffer_limit,
+        protected_mode=settings.protected_mode,
+        dir=str(settings.data_dir),
+        databases=settings.databases,
+        port=settings.port,
+        bind=settings.host,
+        appendfsync={"every": "always", "interval": "everysec", "none": "no"}[settings.sync_mode],
+    )
+
+
+async def serve(settings: AtlasSettings) -> None:
+    check_protected_mode(settings.host, settings.requirepass, settings.protected_mode)
+    state = ServerState(config=runtime_config(settings))
+    server = AtlasServer(state, ListenAddress(settings.host, settings.port))
+    await server.start()
+    metrics = await serve_metrics(registry_for(state), settings.metrics_host, settings.metrics_port)
+    install_signal_handlers(server)
+    try:
+        await server.wait_stopped()
+    finally:
+        metrics.close()
+        await metrics.wait_closed()
+
+
+def run(settings: AtlasSettings) -> None:
+    """Serve on uvloop until stopped."""
+    uvloop.run(serve(settings))
