@@ -92,29 +92,27 @@ class OutlierDetector:
     def ejected(self, now: float) -> bool:
         return now < self.ejected_until
 
-    def record(self, now: float, *, error: bool, latency: float, may_eject: bool) -> bool:
-        """Count one request; True when it ejects the backend (only when `may_eject`)."""
-        if not self.policy.enabled or self.ejected(now):
-            return False
+    def record(self, now: float, *, error: bool, latency: float) -> str:
+        """Count one request; returns why the backend should be ejected now, or ""."""
+        if not self.policy.enabled or now < self.ejected_until:
+            return ""
         if error:
             self._consecutive_errors += 1
-        else:
-            self._consecutive_errors = 0
-            self._samples += 1
-            self._latency = (
-                latency if self._samples == 1 else self._latency + LATENCY_EWMA_ALPHA * (latency - self._latency)
-            )
-        reason = ""
-        if self._consecutive_errors >= self.policy.consecutive_errors:
-            reason = f"{self._consecutive_errors} consecutive errors"
-        elif (
-            self.policy.latency_threshold is not None
-            and self._samples >= LATENCY_MIN_SAMPLES
-            and self._latency > self.policy.latency_threshold
-        ):
-            reason = f"latency {self._latency * 1000:.0f}ms over {self.policy.latency_threshold * 1000:.0f}ms"
-        if not reason or not may_eject:
-            return False
+            if self._consecutive_errors >= self.policy.consecutive_errors:
+                return f"{self._consecutive_errors} consecutive errors"
+            return ""
+        self._consecutive_errors = 0
+        self._samples += 1
+        self._latency = (
+            latency if self._samples == 1 else self._latency + LATENCY_EWMA_ALPHA * (latency - self._latency)
+        )
+        threshold = self.policy.latency_threshold
+        if threshold is not None and self._samples >= LATENCY_MIN_SAMPLES and self._latency > threshold:
+            return f"latency {self._latency * 1000:.0f}ms over {threshold * 1000:.0f}ms"
+        return ""
+
+    def eject(self, now: float, reason: str) -> float:
+        """Take the backend out for ejection_time x ejections so far (capped); returns the duration."""
         self.ejections += 1
         duration = min(self.policy.ejection_time * self.ejections, self.policy.max_ejection_time)
         self.ejected_until = now + duration
@@ -122,7 +120,7 @@ class OutlierDetector:
         self._consecutive_errors = 0
         self._samples = 0
         self._latency = 0.0
-        return True
+        return duration
 
     @property
     def latency(self) -> float:

@@ -41,6 +41,56 @@ def chunk_head(size: int) -> bytes:
     return b"%x\r\n" % size
 
 
+# Request headers an exchange looks at (the others pass through untouched).
+_NOTED = frozenset(
+    {b"host", b"connection", b"x-request-id", b"x-forwarded-for", b"transfer-encoding", b"content-length", b"upgrade"}
+)
+
+
+def note_request_headers(
+    headers: list[tuple[bytes, bytes]],
+) -> tuple[bytes | None, bytes | None, bytes | None, set[bytes], bool, int, bytes]:
+    """(host, x-forwarded-for, x-request-id, names listed in Connection, chunked, content length,
+    upgrade) of a request head that llhttp accepted (so Content-Length is one number)."""
+    host = forwarded_for = request_id = None
+    upgrade = b""
+    drop: set[bytes] = set()
+    chunked = False
+    length = 0
+    for name, value in headers:
+        if name not in _NOTED:
+            continue
+        if name == b"host":
+            host = value
+        elif name == b"connection":
+            drop |= connection_tokens(value)
+        elif name == b"x-request-id":
+            request_id = value
+        elif name == b"x-forwarded-for":
+            forwarded_for = value if forwarded_for is None else forwarded_for + b", " + value
+        elif name == b"transfer-encoding":
+            chunked = True
+        elif name == b"content-length":
+            length = int(value)
+        else:
+            upgrade = value
+    return host, forwarded_for, request_id, drop, chunked, length, upgrade
+
+
+def note_response_headers(headers: list[tuple[bytes, bytes]]) -> tuple[bool, bool, bytes]:
+    """(has Content-Length, has Transfer-Encoding, Upgrade) of a response head."""
+    has_length = has_chunked = False
+    upgrade = b""
+    for name, value in headers:
+        if name == b"content-length":
+            has_length = True
+        elif name == b"transfer-encoding":
+            has_chunked = True
+        elif name == b"upgrade":
+            upgrade = value
+    return has_length, has_chunked, upgrade
+
+
 def connection_tokens(value: bytes) -> set[bytes]:
     """The lower-case options of a Connection header: `keep-alive, Upgrade` -> {keep-alive, upgrade}."""
     return {token.strip().lower() for token in value.split(b",") if token.strip()}
