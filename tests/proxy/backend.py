@@ -10,6 +10,7 @@ Every answer carries `x-backend: NAME`. Paths:
   /ws                      WebSocket echo
   /admin/health?status=N   sets what /healthz answers
   /admin/fail?status=N&count=K   the next K ordinary requests answer N
+  /admin/delay?ms=N        ordinary requests wait N ms first
   /admin/hits              how many ordinary requests it served
 anything else              200 with the backend's name as the body
 """
@@ -23,7 +24,7 @@ from urllib.parse import parse_qs, urlsplit
 
 NAME = sys.argv[1]
 PORT = int(sys.argv[2])
-STATE = {"health": 200, "fail_status": 500, "fail_count": 0, "hits": 0}
+STATE = {"health": 200, "fail_status": 500, "fail_count": 0, "hits": 0, "delay_ms": 0}
 WS_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 BLOCK = b"x" * 262144
 
@@ -133,10 +134,15 @@ async def handle(reader, writer):
                 STATE["fail_status"] = int(query.get("status", 500))
                 STATE["fail_count"] = int(query.get("count", 1))
                 respond(writer, 200, b"ok")
+            elif path == "/admin/delay":
+                STATE["delay_ms"] = int(query["ms"])
+                respond(writer, 200, b"ok")
             elif path == "/admin/hits":
                 respond(writer, 200, str(STATE["hits"]).encode())
             else:
                 STATE["hits"] += 1
+                if STATE["delay_ms"]:
+                    await asyncio.sleep(STATE["delay_ms"] / 1000)
                 if STATE["fail_count"] > 0:
                     STATE["fail_count"] -= 1
                     respond(writer, STATE["fail_status"], b'{"failed": true}')
