@@ -51,6 +51,7 @@ MAX_HEADERS = 100
 # Request body bytes held while the backend connection is being opened.
 PENDING_LIMIT = 256 * 1024
 SWEEP_SECONDS = 0.25
+LINGER_SECONDS = 2.0
 LISTEN_BACKLOG = 1024
 
 
@@ -290,14 +291,17 @@ class ClientConnection(asyncio.Protocol):
         for queued in self.queue:
             queued.abandon()
         self.queue.clear()
-        self.close()
+        self.linger()
 
     def exchange_finished(self, exchange: Exchange, keep_alive: bool) -> None:
         if exchange is not self.current:
             return
         self.current = None
         if not keep_alive or self.closing or self.worker.draining:
-            self.close()
+            if exchange.request_done:
+                self.close()
+            else:
+                self.linger()  # the client may still be sending the body we did not wait for
             return
         if self.queue:
             following = self.queue.popleft()
@@ -313,12 +317,28 @@ class ClientConnection(asyncio.Protocol):
                 self.set_deadline(IDLE, settings.idle_timeout)
 
     def close(self) -> None:
-        if self.closing:
-            return
         self.closing = True
         self.flush()
-        if self.transport is not None:
+        if self.transport is not None and not self.transport.is_closing():
             self.transport.close()
+
+    def linger(self) -> None:
+        """Close after an error answer without losing it: a close with unread request bytes makes the
+        kernel send a reset that can destroy the answer, so shut down our side, read and discard
+        what the client still sends for a moment, then close (nginx's lingering close)."""
+        transport = self.transport
+        self.closing = True
+        self.flush()
+        if transport is None or transport.is_closing():
+            return
+        if not transport.can_write_eof():
+            transport.close()
+            return
+        transport.write_eof()
+        if self._paused:
+            self._paused = 0
+            transport.resume_reading()
+        self.set_deadline(IDLE, LINGER_SECONDS)
 
     def abort(self) -> None:
         """Cut the connection: the response was already under way when it failed."""
