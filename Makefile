@@ -55,3 +55,10 @@ check: venv-dev
 
 clean:
 	rm -rf $(VENV) var
+
+# -- proxy
+.PHONY: bench-proxy
+
+## bench-proxy: wrk through the proxy, direct, and through nginx to the same backend (needs wrk and nginx)
+bench-proxy: venv
+	$(PY) bench/bench_proxy.py

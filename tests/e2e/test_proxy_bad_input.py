@@ -57,7 +57,11 @@ def body_of(response: bytes) -> dict:
         (b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: abc\r\n\r\n", 400, "bad_request"),
         (b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello!", 400, "bad_request"),
         (b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com\r\n\r\n", 405, "method_not_allowed"),
-        (b"POST / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nhello\r\n0\r\n\r\n", 400, "bad_request"),
+        (
+            b"POST / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nhello\r\n0\r\n\r\n",
+            400,
+            "bad_request",
+        ),
     ],
     ids=[
         "garbage-line",
@@ -85,8 +89,10 @@ def test_bad_requests_get_a_4xx_and_a_closed_connection(proxy, request_bytes, st
 @pytest.mark.parametrize(
     "smuggled",
     [
-        b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /admin/hits HTTP/1.1\r\n\r\n",
-        b"POST / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n0\r\n\r\nGET /admin/hits HTTP/1.1\r\n\r\n",
+        b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"
+        b"GET /admin/hits HTTP/1.1\r\n\r\n",
+        b"POST / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n0\r\n\r\n"
+        b"GET /admin/hits HTTP/1.1\r\n\r\n",
         b"POST / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: xchunked\r\n\r\n0\r\n\r\n",
         b"POST / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding : chunked\r\n\r\n0\r\n\r\n",
     ],
@@ -103,7 +109,9 @@ def test_request_smuggling_is_refused_before_anything_reaches_a_backend(proxy, b
 def test_a_body_larger_than_the_limit_in_chunks_is_cut_with_413(proxy):
     chunk = b"x" * 100_000
     body = b"".join(b"%x\r\n%b\r\n" % (len(chunk), chunk) for _ in range(15)) + b"0\r\n\r\n"
-    response = raw_exchange(proxy.port, b"POST /upload HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n" + body)
+    response = raw_exchange(
+        proxy.port, b"POST /upload HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n" + body
+    )
     assert status_of(response) == 413
 
 

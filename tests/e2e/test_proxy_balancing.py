@@ -35,11 +35,12 @@ def backends(tmp_path_factory):
 def proxy(backends, tmp_path_factory):
     weights = {"a": 1, "b": 2, "c": 3}
     upstreams = {}
-    for host, algorithm in ALGORITHMS.items():
+    for _host, algorithm in ALGORITHMS.items():
         upstreams[algorithm] = {
             "algorithm": algorithm,
             "backends": [
-                {"url": b.url, "weight": weights[b.name] if algorithm == "weighted_round_robin" else 1} for b in backends
+                {"url": b.url, "weight": weights[b.name] if algorithm == "weighted_round_robin" else 1}
+                for b in backends
             ],
             "hash_key": "header:X-User" if algorithm == "consistent_hash" else "client_ip",
             "health_check": {"interval": "1s"},
@@ -124,4 +125,5 @@ def test_consistent_hash_keeps_a_key_on_one_backend(proxy):
     again = {key: names(proxy, "hash.test", 2, {"X-User": key}) for key in keys}
     assert all(again[key] == [first[key], first[key]] for key in keys)
     spread = collections.Counter(first.values())
-    assert set(spread) == {"a", "b", "c"} and min(spread.values()) >= 6, spread
+    assert set(spread) == {"a", "b", "c"}
+    assert min(spread.values()) >= 6, spread

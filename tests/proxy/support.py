@@ -80,7 +80,9 @@ class Proxy:
             str(self.config_path),
             *args,
         ]
-        self.process = ManagedProcess(argv, base_env(HELIOS_VAR_DIR=str(tmp_path / "var")), tmp_path / f"proxy-{self.port}.log")
+        self.process = ManagedProcess(
+            argv, base_env(HELIOS_VAR_DIR=str(tmp_path / "var")), tmp_path / f"proxy-{self.port}.log"
+        )
         self.wait_ready()
 
     def write_config(self, proxy_section: dict[str, Any]) -> None:
