@@ -92,13 +92,14 @@ def run_wrk(port: int) -> tuple[float, float, float]:
     p50 = to_ms(re.search(r"^\s+50%\s+(\S+)", output, re.MULTILINE).group(1))  # type: ignore[union-attr]
     p99 = to_ms(re.search(r"^\s+99%\s+(\S+)", output, re.MULTILINE).group(1))  # type: ignore[union-attr]
     if "Non-2xx" in output or "Socket errors" in output:
-        pass
+        print(f"  warning: errors on port {port}:\n{output}")
     return rps, p50, p99
 
 
 def main() -> int:
     missing = [tool for tool in ("wrk", "nginx") if shutil.which(tool) is None]
     if missing:
+        print(f"bench-proxy: skipped, {' and '.join(missing)} not installed (apt-get install wrk nginx-light)")
         return 0
     work = Path(tempfile.mkdtemp(prefix="helios-bench-proxy-"))
     backend_port, nginx_port, proxy_port, metrics_port = (free_port() for _ in range(4))
@@ -138,14 +139,22 @@ def main() -> int:
         for port in targets.values():  # warm up: pooled connections, caches
             subprocess.run(["wrk", "-t2", "-c50", "-d1s", f"http://127.0.0.1:{port}/"], capture_output=True, check=True)
         results: dict[str, list[tuple[float, float, float]]] = {name: [] for name in targets}
-        for _round_number in range(ROUNDS):
+        for round_number in range(ROUNDS):
             for name, port in targets.items():
                 results[name].append(run_wrk(port))
+            print(f"round {round_number + 1}/{ROUNDS}: " + ", ".join(f"{n} {results[n][-1][0]:.0f}/s" for n in targets))
+        print(f"\nwrk -t2 -c50 -d{SECONDS}s, {ROUNDS} rounds alternating, medians (one worker each; access logs off)")
+        print(f"{'target':<14}{'req/s':>10}{'p50 ms':>10}{'p99 ms':>10}")
         medians = {}
         for name, rounds in results.items():
             medians[name] = tuple(statistics.median(values) for values in zip(*rounds, strict=True))
-            _rps, _p50, _p99 = medians[name]
-        _ours, _theirs = medians["helios proxy"], medians["nginx proxy"]
+            rps, p50, p99 = medians[name]
+            print(f"{name:<14}{rps:>10.0f}{p50:>10.2f}{p99:>10.2f}")
+        ours, theirs = medians["helios proxy"], medians["nginx proxy"]
+        print(
+            f"\nhelios/nginx: throughput {ours[0] / theirs[0]:.2f}x (goal >= 0.6x), "
+            f"p99 {ours[2] / theirs[2]:.2f}x (goal <= 1.5x)"
+        )
         return 0
     finally:
         for process in processes:
