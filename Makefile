@@ -59,3 +59,8 @@ bench-atlas: venv
 
 clean:
 	rm -rf $(VENV) var
+
+.PHONY: bench-proxy
+## bench-proxy: wrk through the proxy, direct, and through nginx to the same backend (needs wrk and nginx)
+bench-proxy: venv
+	$(PY) bench/bench_proxy.py

@@ -191,6 +191,60 @@ SCHEMA: tuple[Setting, ...] = (
     Setting("atlas.metrics_listen", parse_address, "127.0.0.1:9091"),
 )
 
+
+# -- proxy: parsers for its structured settings (proxy/conf.py validates their contents).
+
+
+def parse_structure(raw: Any) -> Any:
+    """A YAML mapping or list as is, or a YAML/JSON document from the environment."""
+    if isinstance(raw, dict | list):
+        return raw
+    try:
+        value = yaml.safe_load(str(raw))
+    except yaml.YAMLError:
+        raise ValueError(f"expected a YAML or JSON mapping or list, got {raw!r}") from None
+    if not isinstance(value, dict | list):
+        raise ValueError(f"expected a YAML or JSON mapping or list, got {raw!r}")
+    return value
+
+
+def parse_fraction(raw: Any) -> float:
+    """A number from 0 to 1."""
+    try:
+        value = float(str(raw).strip())
+    except ValueError:
+        raise ValueError(f"expected a number from 0 to 1, got {raw!r}") from None
+    if isinstance(raw, bool) or not 0 <= value <= 1:
+        raise ValueError(f"expected a number from 0 to 1, got {raw!r}")
+    return value
+
+
+PROXY_SCHEMA: tuple[Setting, ...] = (
+    Setting("proxy.listen", parse_address, "127.0.0.1:8080", help="address the proxy serves"),
+    Setting("proxy.workers", positive_int, 1, help="worker processes sharing the port (SO_REUSEPORT)"),
+    Setting("proxy.metrics_listen", parse_address, "127.0.0.1:9093", help="/metrics and /status"),
+    Setting("proxy.backends", parse_string_list, None, help="backend URLs of the `default` upstream"),
+    Setting("proxy.upstreams", parse_structure, None, help="named upstreams (see proxy/conf.py)"),
+    Setting("proxy.routes", parse_structure, None, help="host and path prefix -> upstream"),
+    Setting("proxy.health_check_interval", parse_duration, "5s"),
+    Setting("proxy.health_check_path", parse_text, "/healthz"),
+    Setting("proxy.health_check_timeout", parse_duration, "2s"),
+    Setting("proxy.connect_timeout", parse_duration, "3s"),
+    Setting("proxy.header_timeout", parse_duration, "10s", help="time a client has to send a request head"),
+    Setting("proxy.idle_timeout", parse_duration, "60s", help="keep-alive client connections, idle tunnels"),
+    Setting("proxy.request_timeout", parse_duration, "60s", help="whole exchange, request head to response end"),
+    Setting("proxy.upstream_keepalive_timeout", parse_duration, "4s", help="idle pooled backend connections"),
+    Setting("proxy.upstream_keepalive", non_negative_int, 64, help="idle pooled connections per backend"),
+    Setting("proxy.max_header_size", parse_size, "16k"),
+    Setting("proxy.max_body_size", parse_size, "1g"),
+    Setting("proxy.retries", non_negative_int, 2, help="retries of an idempotent request on another backend"),
+    Setting("proxy.retry_budget_ratio", parse_fraction, 0.2),
+    Setting("proxy.access_log", parse_bool, True),
+    Setting("proxy.drain_timeout", parse_duration, "8s", help="SIGTERM: time in-flight requests get"),
+    Setting("proxy.log_level", parse_choice("debug", "info", "warning", "error"), "info"),
+)
+SCHEMA = SCHEMA + PROXY_SCHEMA
+
 _SCHEMA_BY_PATH = {setting.path: setting for setting in SCHEMA}
 
 

@@ -20,4 +20,16 @@ def stack_processes(config: Config) -> list[ProcessSpec]:
     return [
         ProcessSpec("atlas", [*MANAGE, "runatlas"]),
         ProcessSpec("gateway", [*MANAGE, "rungateway"], env={"HELIOS_ATLAS_URL": atlas_url}),
+        proxy_process(config),
     ]
+
+
+def proxy_process(config: Config) -> ProcessSpec:
+    """`runproxy` on proxy.listen (127.0.0.1:8080) with the gateway as its backend, unless the
+    configuration names its own backends."""
+    argv = [*MANAGE, "runproxy"]
+    if config.get("proxy.backends") is None and config.get("proxy.upstreams") is None:
+        host, port = config.get("gateway.listen")
+        host = f"[{host}]" if ":" in host else host
+        argv += ["--backend", f"http://{host}:{port}"]
+    return ProcessSpec("proxy", argv)

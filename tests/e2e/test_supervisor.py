@@ -136,8 +136,8 @@ def test_children_die_with_a_killed_supervisor(start_supervisor):
 
 
 @pytest.mark.database
-def test_runstack_serves_atlas_and_the_gateway_and_stops_them_on_ctrl_c(gateway_env, tmp_path):
-    port, atlas_port = free_port(), free_port()
+def test_runstack_serves_the_whole_stack_and_stops_it_on_ctrl_c(gateway_env, tmp_path):
+    port, atlas_port, proxy_port = free_port(), free_port(), free_port()
     stack = ManagedProcess(
         [*MANAGE, "runstack", "--grace-seconds", "10"],
         {
@@ -147,6 +147,8 @@ def test_runstack_serves_atlas_and_the_gateway_and_stops_them_on_ctrl_c(gateway_
             "HELIOS_ATLAS_LISTEN": f"127.0.0.1:{atlas_port}",
             "HELIOS_ATLAS_METRICS_LISTEN": f"127.0.0.1:{free_port()}",
             "HELIOS_ATLAS_DATA_DIR": str(tmp_path / "atlas"),
+            "HELIOS_PROXY_LISTEN": f"127.0.0.1:{proxy_port}",
+            "HELIOS_PROXY_METRICS_LISTEN": f"127.0.0.1:{free_port()}",
         },
         tmp_path / "stack.log",
     )
@@ -159,15 +161,21 @@ def test_runstack_serves_atlas_and_the_gateway_and_stops_them_on_ctrl_c(gateway_
             time.sleep(0.2)
             ready = wait_for_http(f"http://127.0.0.1:{port}/readyz", stack)
         assert ready.json()["checks"] == {"database": "ok", "atlas": "ok"}
+        through_proxy = wait_for_http(f"http://127.0.0.1:{proxy_port}/healthz", stack)
+        assert through_proxy.status_code == 200
+        assert through_proxy.json() == {"status": "ok"}
         gateway_pid = int(re.search(r"started gateway \(pid (\d+)\)", stack.output()).group(1))
         atlas_pid = int(re.search(r"started atlas \(pid (\d+)\)", stack.output()).group(1))
+        proxy_pid = int(re.search(r"started proxy \(pid (\d+)\)", stack.output()).group(1))
         # A terminal's Ctrl-C, delivered twice in a row as a wrapper such as timeout(1) does: still graceful.
         stack.signal(signal.SIGINT)
         stack.signal(signal.SIGINT)
         assert stack.process.wait(30) == 0
         assert wait_dead(gateway_pid)
         assert wait_dead(atlas_pid)
+        assert wait_dead(proxy_pid)
         assert "gateway stopped (code 0)" in stack.output()
+        assert "proxy stopped (code 0)" in stack.output()
         assert "atlas stopped (code 0)" in stack.output()
         with pytest.raises(requests.ConnectionError):
             requests.get(f"http://127.0.0.1:{port}/healthz", timeout=2)

@@ -17,7 +17,8 @@ class Command(BaseCommand):
         url = gateway.gateway_options(settings.CONFIG).url
         atlas_host, atlas_port = settings.CONFIG.get("atlas.listen")
         self.stdout.write(f"HELIOS starting: admin {url}/admin/  API docs {url}/api/docs/  API {url}/api/v1/")
-        self.stdout.write(f"ATLAS: redis-cli -h {atlas_host} -p {atlas_port}")
+        proxy_host, proxy_port = settings.CONFIG.get("proxy.listen")
+        self.stdout.write(f"proxy http://{proxy_host}:{proxy_port}/  ATLAS redis-cli -h {atlas_host} -p {atlas_port}")
         self.stdout.flush()
         processes = stack.stack_processes(settings.CONFIG)
         sys.exit(Supervisor(processes, grace_seconds=options["grace_seconds"]).run())
