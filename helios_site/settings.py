@@ -7,6 +7,8 @@ cookies, HSTS and the HTTPS redirect.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import secrets
 from datetime import timedelta
 from pathlib import Path
@@ -33,13 +35,15 @@ def _secret_key() -> str:
     if PRODUCTION:
         raise config.ConfigError("HELIOS_SECRET_KEY: required when HELIOS_ENV=production")
     key_file = VAR_DIR / "secret_key"
-    try:
-        return key_file.read_text().strip()
-    except FileNotFoundError:
-        key = secrets.token_urlsafe(64)
-        key_file.touch(mode=0o600)
-        key_file.write_text(key)
-        return key
+    if not key_file.exists():
+        # Written aside and linked into place: processes starting together agree on one key.
+        draft = VAR_DIR / f".secret_key.{os.getpid()}"
+        draft.touch(mode=0o600)
+        draft.write_text(secrets.token_urlsafe(64))
+        with contextlib.suppress(FileExistsError):
+            os.link(draft, key_file)
+        draft.unlink()
+    return key_file.read_text().strip()
 
 
 SECRET_KEY = _secret_key()
