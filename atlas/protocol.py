@@ -100,6 +100,7 @@ def format_double(value: float) -> bytes:
 # -- encoding ---------------------------------------------------------------------------------
 
 _ENCODED_INTS = [b":%d\r\n" % number for number in range(-1, 1025)]
+_STATUS_WIRE = {status: b"+%s\r\n" % status for status in (OK, QUEUED, PONG)}
 
 
 def encode(value: Any, resp3: bool) -> bytes:
@@ -115,7 +116,7 @@ def encode(value: Any, resp3: bool) -> bytes:
     if value is None:
         return b"_\r\n" if resp3 else b"$-1\r\n"
     if kind is Status:
-        return b"+%s\r\n" % value
+        return _STATUS_WIRE.get(value) or b"+%s\r\n" % value
     out: list[bytes] = []
     _encode_into(value, resp3, out)
     return b"".join(out)

@@ -260,7 +260,7 @@ class Session:
             reply = error
         cmd.calls += 1
         cmd.usec += time.perf_counter() - started
-        if store.dirty != dirty and cmd.write:
+        if store.dirty != dirty and cmd.write and (store.listening or self.db.watched or self.db.blocked):
             self._changed(cmd, args)
         return reply
 

@@ -199,6 +199,11 @@ class Store:
     def on_key_expired(self, hook: Callable[[Database, bytes], None]) -> None:
         self._expired_hooks.append(hook)
 
+    @property
+    def listening(self) -> bool:
+        """Whether anything listens to changes (the AOF, Raft): if not, propagation is skipped."""
+        return bool(self._listeners)
+
     def propagate(self, db_index: int, argv: list[bytes]) -> None:
         if not self._listeners:
             return
