@@ -29,7 +29,6 @@ import os
 import random
 import sys
 import time
-from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
@@ -39,9 +38,9 @@ import msgpack
 
 from raft.core import (
     ClientSessions,
-    Config,
     ConfChange,
     ConfChangeOp,
+    Config,
     Entry,
     EntryKind,
     Message,
@@ -151,11 +150,24 @@ class Profile:
             # Leader churn on a small cluster, one entry per message, no pre-vote: the schedules of
             # Figure 8, where only the current-term rule keeps an old entry from counting as committed.
             return cls(
-                voters=3, spares=0, pre_vote=False, check_quorum=False, max_msg_bytes=0, max_inflight=4,
-                snapshot_chunk=64, compact_every=60, membership=False, codec=rng.random() < 0.25,
-                fault_gap_us=rng.choice([150, 300]) * MS, drop=0.05, duplicate=0.0, clients=3, keys=2,
-                churn=0.6, crash_before_send=rng.choice([0.01, 0.03]),
-            )  # fmt: skip
+                voters=3,
+                spares=0,
+                pre_vote=False,
+                check_quorum=False,
+                max_msg_bytes=0,
+                max_inflight=4,
+                snapshot_chunk=64,
+                compact_every=60,
+                membership=False,
+                codec=rng.random() < 0.25,
+                fault_gap_us=rng.choice([150, 300]) * MS,
+                drop=0.05,
+                duplicate=0.0,
+                clients=3,
+                keys=2,
+                churn=0.6,
+                crash_before_send=rng.choice([0.01, 0.03]),
+            )
         return cls(
             voters=rng.choice([3, 3, 5]),
             spares=rng.choice([0, 1, 2]),
@@ -297,13 +309,19 @@ class Checker:
     def commit(self, node: SimNode, core: RawNode) -> None:
         r = core.raft
         log = r.log
-        if self.commit_rule and r.role == Role.LEADER and node.seen_leader_term == r.term and node.seen_commit and log.committed > node.seen_commit:
+        if (
+            self.commit_rule
+            and r.role == Role.LEADER
+            and node.seen_leader_term == r.term
+            and node.seen_commit
+            and log.committed > node.seen_commit
+            and log.term(log.committed) != r.term
+        ):
             # Raft commits entries of earlier terms only by committing one of its own term (5.4.2, Figure 8).
-            if log.term(log.committed) != r.term:
-                raise Violation(
-                    f"leader {node.id} of term {r.term} counted replicas to commit entry {log.committed} "
-                    f"of term {log.term(log.committed)}"
-                )
+            raise Violation(
+                f"leader {node.id} of term {r.term} counted replicas to commit entry {log.committed} "
+                f"of term {log.term(log.committed)}"
+            )
         start = max(node.seen_commit, log.snapshot.index)
         for index in range(start + 1, log.committed + 1):
             entry = log.entry(index)
@@ -366,13 +384,19 @@ def _stored_term(storage: MemoryStorage, index: int) -> int:
 class Simulation:
     """One seeded run: a fault phase of `steps` events, then healing and the liveness checks."""
 
-    def __init__(self, seed: int, *, steps: int = DEFAULT_STEPS, mutation: Mutation = Mutation.NONE,
-                 trace: Callable[[str], None] | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        seed: int,
+        *,
+        steps: int = DEFAULT_STEPS,
+        mutation: Mutation = Mutation.NONE,
+        trace: Callable[[str], None] | None = None,
+    ) -> None:
         self.seed = seed
         self.steps = steps
         self.mutation = mutation
         self.trace = trace
-        self.rng = random.Random(seed)
+        self.rng = random.Random(seed)  # noqa: S311 - a simulation, replayable by seed
         self.profile = Profile.from_rng(self.rng)
         self.now = 0
         self.queue: list[tuple[int, int, int, Any]] = []
@@ -393,6 +417,16 @@ class Simulation:
                 storage.initialize(bootstrap_state(founders))
             self.nodes[node_id] = SimNode(node_id, storage)
         self.clients = [SimClient(f"c{i}") for i in range(1, p.clients + 1)]
+        self._handlers: dict[int, Callable[[Any], None]] = {
+            EV_TICK: self._on_tick,
+            EV_DELIVER: self._deliver,
+            EV_PERSISTED: self._on_persisted,
+            EV_CLIENT: self._client_act,
+            EV_CLIENT_TIMEOUT: self._on_client_timeout,
+            EV_FAULT: self._on_fault,
+            EV_RESTART: self._on_restart,
+            EV_HEAL: lambda heal: heal(),
+        }
         self.keys = [f"k{i}" for i in range(p.keys)]
         self.next_value = 1
 
@@ -425,7 +459,8 @@ class Simulation:
 
     def _start(self, node: SimNode) -> None:
         state = node.storage.load()
-        node.core = RawNode(self._config(node.id), rng=random.Random(self.rng.getrandbits(64)), state=state)
+        rng = random.Random(self.rng.getrandbits(64))  # noqa: S311 - replayable by seed
+        node.core = RawNode(self._config(node.id), rng=rng, state=state)
         node.kv = KVStore(dedup=self.mutation != Mutation.NO_DEDUP)
         if state.snapshot is not None:
             node.kv.restore(state.snapshot.data)
@@ -478,49 +513,50 @@ class Simulation:
         when, _, kind, payload = heapq.heappop(self.queue)
         self.now = when
         self.stats.steps += 1
-        if kind == EV_TICK:
-            node_id, incarnation = payload
-            node = self.nodes[node_id]
-            if node.core is None or node.incarnation != incarnation:
-                return
-            node.core.tick()
-            jitter = self.rng.randrange(TICK_US // 10)
-            self._at(self.now + TICK_US * node.slow + jitter, EV_TICK, payload)
+        self._handlers[kind](payload)
+
+    def _on_tick(self, payload: tuple[int, int]) -> None:
+        node = self.nodes[payload[0]]
+        if node.core is None or node.incarnation != payload[1]:
+            return
+        node.core.tick()
+        jitter = self.rng.randrange(TICK_US // 10)
+        self._at(self.now + TICK_US * node.slow + jitter, EV_TICK, payload)
+        self._after_input(node)
+
+    def _on_persisted(self, payload: tuple[int, int]) -> None:
+        node = self.nodes[payload[0]]
+        if node.core is not None and node.incarnation == payload[1]:
+            self._finish_ready(node)
+
+    def _on_client_timeout(self, payload: tuple[SimClient, int]) -> None:
+        client, attempt = payload
+        if client.op is not None and client.op.attempt == attempt:
+            self._log(f"client {client.id} times out on {client.op.kind} at node {client.op.node}")
+            self._client_retry(client)
+
+    def _on_fault(self, payload: tuple[str, int, int] | None) -> None:
+        if self.healed:
+            return
+        if payload is None:
+            self._fault()
+            self._at(self.now + 1 + int(self.rng.expovariate(1 / self.profile.fault_gap_us)), EV_FAULT, None)
+            return
+        _, node_id, incarnation = payload  # churn: a new leader dies or is cut off
+        node = self.nodes[node_id]
+        if node.incarnation != incarnation:
+            return
+        if self.rng.random() < 0.5:
+            self._crash(node)
+            self._at(self.now + self.rng.randrange(5 * MS, 300 * MS), EV_RESTART, node.id)
+        else:
+            self._isolate(node_id, self.rng.randrange(20 * MS, 300 * MS))
+
+    def _on_restart(self, node_id: int) -> None:
+        node = self.nodes[node_id]
+        if node.core is None:
+            self._start(node)
             self._after_input(node)
-        elif kind == EV_DELIVER:
-            self._deliver(payload)
-        elif kind == EV_PERSISTED:
-            node_id, incarnation = payload
-            node = self.nodes[node_id]
-            if node.core is not None and node.incarnation == incarnation:
-                self._finish_ready(node)
-        elif kind == EV_CLIENT:
-            self._client_act(payload)
-        elif kind == EV_CLIENT_TIMEOUT:
-            client, attempt = payload
-            if client.op is not None and client.op.attempt == attempt:
-                self._log(f"client {client.id} times out on {client.op.kind} at node {client.op.node}")
-                self._client_retry(client)
-        elif kind == EV_FAULT and payload is not None:
-            _, node_id, incarnation = payload
-            node = self.nodes[node_id]
-            if not self.healed and node.incarnation == incarnation:
-                if self.rng.random() < 0.5:
-                    self._crash(node)
-                    self._at(self.now + self.rng.randrange(5 * MS, 300 * MS), EV_RESTART, node.id)
-                else:
-                    self._isolate(node_id, self.rng.randrange(20 * MS, 300 * MS))
-        elif kind == EV_FAULT:
-            if not self.healed:
-                self._fault()
-                self._at(self.now + 1 + int(self.rng.expovariate(1 / self.profile.fault_gap_us)), EV_FAULT, None)
-        elif kind == EV_RESTART:
-            node = self.nodes[payload]
-            if node.core is None:
-                self._start(node)
-                self._after_input(node)
-        elif kind == EV_HEAL:
-            payload()
 
     def _after_input(self, node: SimNode) -> None:
         """Check what changed on the node, then start persisting its next Ready if none is in progress."""
@@ -552,7 +588,9 @@ class Simulation:
     def _finish_ready(self, node: SimNode) -> None:
         rd = node.persisting
         core, kv = node.core, node.kv
-        assert rd is not None and core is not None and kv is not None
+        assert rd is not None
+        assert core is not None
+        assert kv is not None
         node.storage.persist(rd)
         if rd.entries:
             self.checker.persisted(node, rd.entries)
@@ -582,7 +620,8 @@ class Simulation:
 
     def _maybe_compact(self, node: SimNode) -> None:
         core, kv = node.core, node.kv
-        assert core is not None and kv is not None
+        assert core is not None
+        assert kv is not None
         log = core.raft.log
         if log.applied - log.snapshot.index < self.profile.compact_every:
             return
@@ -730,72 +769,104 @@ class Simulation:
     # --- faults ------------------------------------------------------------------------------------
 
     def _fault(self) -> None:
-        rng = self.rng
+        faults: list[tuple[Callable[[], None], int]] = [
+            (self._fault_crash, 10),
+            (self._fault_crash_leader, 8),
+            (self._fault_restart_all, 3),
+            (self._fault_partition, 6),
+            (self._fault_isolate_leader, 6),
+            (self._fault_one_way, 4),
+            (self._fault_slow, 5),
+            (self._fault_network, 4),
+            (self._fault_membership, 8 if self.profile.membership else 0),
+            (self._fault_transfer, 3),
+        ]
+        fault = self.rng.choices([f for f, _ in faults], weights=[w for _, w in faults])[0]
+        fault()
+
+    def _crash_for_a_while(self, node: SimNode, shortest: int, longest: int) -> None:
+        self._crash(node)
+        self._at(self.now + self.rng.randrange(shortest, longest), EV_RESTART, node.id)
+
+    def _fault_crash(self) -> None:
         live = [n for n in self.nodes.values() if n.core is not None]
-        kind = rng.choices(
-            ["crash", "crash_leader", "restart_all", "partition", "isolate_leader", "one_way", "slow", "network",
-             "membership", "transfer"],
-            weights=[10, 8, 3, 6, 6, 4, 5, 4, 8 if self.profile.membership else 0, 3],
-        )[0]  # fmt: skip
+        if live:
+            self._crash_for_a_while(self.rng.choice(live), 20 * MS, 600 * MS)
+
+    def _fault_crash_leader(self) -> None:
         leader = self._current_leader()
-        if kind in ("crash", "crash_leader") and live:
-            target = leader if kind == "crash_leader" and leader is not None else rng.choice(live)
-            self._crash(target)
-            self._at(self.now + rng.randrange(20 * MS, 600 * MS), EV_RESTART, target.id)
-        elif kind == "restart_all":
-            self.stats.all_restarts += 1
-            self._log("all nodes crash at once")
-            for node in self.nodes.values():
-                self._crash(node)
-                self._at(self.now + rng.randrange(10 * MS, 200 * MS), EV_RESTART, node.id)
-        elif kind in ("partition", "isolate_leader", "one_way"):
-            self.stats.partitions += 1
-            ids = sorted(self.nodes)
-            pairs: set[tuple[int, int]] = set()
-            if kind == "isolate_leader" and leader is not None:
-                pairs = {(leader.id, o) for o in ids if o != leader.id} | {(o, leader.id) for o in ids if o != leader.id}
-            elif kind == "one_way":
-                for _ in range(rng.randrange(1, 4)):
-                    a, b = rng.sample(ids, 2)
-                    pairs.add((a, b))
-            else:
-                side = set(rng.sample(ids, rng.randrange(1, len(ids))))
-                pairs = {(a, b) for a in ids for b in ids if (a in side) != (b in side)}
-            self._log(f"{kind}: block {sorted(pairs)}")
-            self.blocked |= pairs
+        if leader is not None:
+            self._crash_for_a_while(leader, 20 * MS, 600 * MS)
 
-            def heal_partition(pairs: set[tuple[int, int]] = pairs) -> None:
-                self.blocked -= pairs
+    def _fault_restart_all(self) -> None:
+        self.stats.all_restarts += 1
+        self._log("all nodes crash at once")
+        for node in self.nodes.values():
+            self._crash_for_a_while(node, 10 * MS, 200 * MS)
 
-            self._at(self.now + rng.randrange(50 * MS, 800 * MS), EV_HEAL, heal_partition)
-        elif kind == "slow" and live:
-            target = rng.choice(live)
-            target.slow = rng.choice([3, 6, 12])
-            self._log(f"node {target.id} slows down x{target.slow}")
+    def _block(self, kind: str, pairs: set[tuple[int, int]]) -> None:
+        self.stats.partitions += 1
+        self._log(f"{kind}: block {sorted(pairs)}")
+        self.blocked |= pairs
 
-            def unslow(node: SimNode = target) -> None:
-                node.slow = 1
+        def heal_partition(pairs: set[tuple[int, int]] = pairs) -> None:
+            self.blocked -= pairs
 
-            self._at(self.now + rng.randrange(100 * MS, 1000 * MS), EV_HEAL, unslow)
-        elif kind == "network":
-            self.drop = rng.choice([0.0, 0.05, 0.2, 0.5])
-            self.duplicate = rng.choice([0.0, 0.05, 0.2])
-            self._log(f"network: drop {self.drop}, duplicate {self.duplicate}")
+        self._at(self.now + self.rng.randrange(50 * MS, 800 * MS), EV_HEAL, heal_partition)
 
-            def calm() -> None:
-                self.drop, self.duplicate = self.profile.drop, self.profile.duplicate
+    def _fault_partition(self) -> None:
+        ids = sorted(self.nodes)
+        side = set(self.rng.sample(ids, self.rng.randrange(1, len(ids))))
+        self._block("partition", {(a, b) for a in ids for b in ids if (a in side) != (b in side)})
 
-            self._at(self.now + rng.randrange(50 * MS, 500 * MS), EV_HEAL, calm)
-        elif kind == "membership" and leader is not None:
-            self._membership(leader)
-        elif kind == "transfer" and leader is not None and leader.core is not None:
-            voters = [v for v in leader.core.raft.voters if v != leader.id]
-            if voters:
-                self.stats.transfers += 1
-                target_id = rng.choice(sorted(voters))
-                self._log(f"transfer leadership {leader.id} -> {target_id}")
-                leader.core.transfer_leadership(target_id)
-                self._after_input(leader)
+    def _fault_isolate_leader(self) -> None:
+        leader = self._current_leader()
+        if leader is not None:
+            others = [o for o in self.nodes if o != leader.id]
+            self._block("isolate leader", {(leader.id, o) for o in others} | {(o, leader.id) for o in others})
+
+    def _fault_one_way(self) -> None:
+        ids = sorted(self.nodes)
+        pairs: set[tuple[int, int]] = set()
+        for _ in range(self.rng.randrange(1, 4)):
+            a, b = self.rng.sample(ids, 2)
+            pairs.add((a, b))
+        self._block("one-way", pairs)
+
+    def _fault_slow(self) -> None:
+        live = [n for n in self.nodes.values() if n.core is not None]
+        if not live:
+            return
+        target = self.rng.choice(live)
+        target.slow = self.rng.choice([3, 6, 12])
+        self._log(f"node {target.id} slows down x{target.slow}")
+
+        def unslow(node: SimNode = target) -> None:
+            node.slow = 1
+
+        self._at(self.now + self.rng.randrange(100 * MS, 1000 * MS), EV_HEAL, unslow)
+
+    def _fault_network(self) -> None:
+        self.drop = self.rng.choice([0.0, 0.05, 0.2, 0.5])
+        self.duplicate = self.rng.choice([0.0, 0.05, 0.2])
+        self._log(f"network: drop {self.drop}, duplicate {self.duplicate}")
+
+        def calm() -> None:
+            self.drop, self.duplicate = self.profile.drop, self.profile.duplicate
+
+        self._at(self.now + self.rng.randrange(50 * MS, 500 * MS), EV_HEAL, calm)
+
+    def _fault_transfer(self) -> None:
+        leader = self._current_leader()
+        if leader is None or leader.core is None:
+            return
+        voters = sorted(v for v in leader.core.raft.voters if v != leader.id)
+        if voters:
+            self.stats.transfers += 1
+            target_id = self.rng.choice(voters)
+            self._log(f"transfer leadership {leader.id} -> {target_id}")
+            leader.core.transfer_leadership(target_id)
+            self._after_input(leader)
 
     def _isolate(self, node_id: int, duration: int) -> None:
         others = [o for o in self.nodes if o != node_id]
@@ -812,14 +883,20 @@ class Simulation:
     def _current_leader(self) -> SimNode | None:
         best: SimNode | None = None
         for node in self.nodes.values():
-            if node.core is not None and node.core.raft.role == Role.LEADER:
-                if best is None or (best.core is not None and node.core.raft.term > best.core.raft.term):
-                    best = node
+            core = node.core
+            if (
+                core is not None
+                and core.raft.role == Role.LEADER
+                and (best is None or (best.core is not None and core.raft.term > best.core.raft.term))
+            ):
+                best = node
         return best
 
-    def _membership(self, leader: SimNode) -> None:
+    def _fault_membership(self) -> None:
+        leader = self._current_leader()
+        if leader is None or leader.core is None:
+            return
         core = leader.core
-        assert core is not None
         r = core.raft
         voters, learners = sorted(r.voters), sorted(r.learners)
         others = [n for n in sorted(self.nodes) if n not in voters and n not in learners]
@@ -912,7 +989,8 @@ class Simulation:
     def _final_state(self) -> None:
         """Every member holds the same state, containing each acknowledged write exactly once."""
         leader = self._current_leader()
-        assert leader is not None and leader.core is not None
+        assert leader is not None
+        assert leader.core is not None
         r = leader.core.raft
         target = r.log.committed
         if not self._run_until(self.now + LIVENESS_BOUND_US, lambda: self._members_applied(leader, target)):
@@ -942,6 +1020,11 @@ class Simulation:
 # --- command line ----------------------------------------------------------------------------------
 
 
+def _out(*parts: object) -> None:
+    sys.stdout.write(" ".join(str(p) for p in parts) + "\n")
+    sys.stdout.flush()
+
+
 def run_seed(seed: int, steps: int = DEFAULT_STEPS, mutation: Mutation = Mutation.NONE) -> Result:
     return Simulation(seed, steps=steps, mutation=mutation).run()
 
@@ -958,9 +1041,13 @@ def _run_chunk(args: tuple[list[int], int, str, bool]) -> list[Result]:
 
 
 def sweep(
-    seeds: range, *, steps: int = DEFAULT_STEPS, mutation: Mutation = Mutation.NONE, jobs: int = 1,
+    seeds: range,
+    *,
+    steps: int = DEFAULT_STEPS,
+    mutation: Mutation = Mutation.NONE,
+    jobs: int = 1,
     stop_on_failure: bool = False,
-) -> list[Result]:  # fmt: skip
+) -> list[Result]:
     """Run many seeds, in `jobs` processes; each process takes interleaved seeds."""
     seed_list = list(seeds)
     if jobs <= 1:
@@ -993,29 +1080,32 @@ def _main(argv: list[str] | None = None) -> int:
         trace = print if args.trace else None
         sim = Simulation(args.seed, steps=args.steps, mutation=mutation, trace=trace)
         if args.trace:
-            print(f"profile: {sim.profile}")
+            _out(f"profile: {sim.profile}")
         result = sim.run()
-        print(f"seed {args.seed}: {'ok' if result.ok else 'FAIL ' + result.error}")
-        print(f"stats: {result.stats}")
+        _out(f"seed {args.seed}: {'ok' if result.ok else 'FAIL ' + result.error}")
+        _out(f"stats: {result.stats}")
         return 0 if result.ok else 1
     started = time.monotonic()
     results = sweep(
-        range(args.start, args.start + args.seeds), steps=args.steps, mutation=mutation, jobs=args.jobs,
+        range(args.start, args.start + args.seeds),
+        steps=args.steps,
+        mutation=mutation,
+        jobs=args.jobs,
         stop_on_failure=args.stop_on_failure,
-    )  # fmt: skip
+    )
     elapsed = time.monotonic() - started
     total = Stats()
     for result in results:
         total.add(result.stats)
     failures = [r for r in results if not r.ok]
     for failure in failures:
-        print(f"FAIL seed {failure.seed}: {failure.error}")
-        print(f"  replay: {failure.command}")
-    print(
+        _out(f"FAIL seed {failure.seed}: {failure.error}")
+        _out(f"  replay: {failure.command}")
+    _out(
         f"sweep: {len(results)} seeds, {len(failures)} failed, {total.steps} steps in {elapsed:.1f}s "
         f"({total.steps / max(elapsed, 1e-9):.0f} steps/s)"
     )
-    print(f"totals: {total}")
+    _out(f"totals: {total}")
     return 1 if failures else 0
 
 

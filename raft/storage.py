@@ -67,7 +67,9 @@ class StorageCorrupted(StorageError):
         self.path = path
         self.offset = offset
         where = f"{path}" if offset is None else f"{path} at byte {offset}"
-        super().__init__(f"raft storage is corrupted: {where}: {reason}; refusing to start (restore this node from a peer)")
+        super().__init__(
+            f"raft storage is corrupted: {where}: {reason}; refusing to start (restore this node from a peer)"
+        )
 
 
 class Storage(Protocol):
@@ -237,7 +239,9 @@ class FileStorage:
         last_index = self.last_index()
         if self._hard_state.commit > last_index:
             raise StorageCorrupted(
-                self.path, None, f"hard state commit {self._hard_state.commit} is beyond the end of the log ({last_index})"
+                self.path,
+                None,
+                f"hard state commit {self._hard_state.commit} is beyond the end of the log ({last_index})",
             )
         if not self._segments:
             self._new_segment(self._first_index)
@@ -264,10 +268,9 @@ class FileStorage:
             raise StorageCorrupted(seg_path, None, "segment file name is not a number") from None
         buf = seg_path.read_bytes()
         if not buf.startswith(SEGMENT_MAGIC):
-            if last and len(buf) < len(SEGMENT_MAGIC) and SEGMENT_MAGIC.startswith(buf):
-                buf = b""  # created but its header never reached the disk
-            else:
+            if not (last and len(buf) < len(SEGMENT_MAGIC) and SEGMENT_MAGIC.startswith(buf)):
                 raise StorageCorrupted(seg_path, 0, "not a HELIOS raft segment (bad magic)")
+            buf = b""  # created but its header never reached the disk
         entries: list[Entry] = []
         hard_states: list[tuple[int, HardState]] = []
         expected = previous[-1].index + 1 if previous else 0
@@ -276,37 +279,20 @@ class FileStorage:
         while pos < len(buf):
             parsed = _parse_record(buf, pos)
             if parsed is None:
-                if last and _valid_record_after(buf, pos) is None:
-                    logger.warning(
-                        "truncating torn tail of %s at byte %d (%d bytes)",
-                        seg_path,
-                        pos,
-                        len(buf) - pos,
-                        extra={"action": "raft_storage_torn_tail"},
-                    )
-                    with open(seg_path, "r+b") as handle:
-                        handle.truncate(pos)
-                        os.fsync(handle.fileno())
-                    break
-                raise StorageCorrupted(seg_path, pos, "record fails its CRC or is cut short, and is not the tail")
+                self._truncate_torn_tail(seg_path, buf, pos, last=last)
+                break
             kind, payload, next_pos = parsed
-            try:
-                value = msgpack.unpackb(payload, raw=False)
-                if kind == RECORD_ENTRY:
-                    entry = entry_from_list(value)
-                    if expected and entry.index != expected:
-                        raise StorageCorrupted(seg_path, pos, f"entry {entry.index} where {expected} was expected")
-                    if not entries:
-                        seg.first_index = entry.index
-                    entries.append(entry)
-                    seg.offsets.append(pos)
-                    expected = entry.index + 1
-                elif kind == RECORD_HARD_STATE:
-                    hard_states.append(_hard_state_from(value))
-                else:
-                    raise StorageCorrupted(seg_path, pos, f"unknown record type {kind}")
-            except (CodecError, ValueError, msgpack.ExtraData) as exc:
-                raise StorageCorrupted(seg_path, pos, f"record passes its CRC but does not decode: {exc}") from None
+            entry, hard_state = self._decode_record(seg_path, pos, kind, payload)
+            if entry is not None:
+                if expected and entry.index != expected:
+                    raise StorageCorrupted(seg_path, pos, f"entry {entry.index} where {expected} was expected")
+                if not entries:
+                    seg.first_index = entry.index
+                entries.append(entry)
+                seg.offsets.append(pos)
+                expected = entry.index + 1
+            if hard_state is not None:
+                hard_states.append(hard_state)
             pos = next_pos
         if not buf:
             with open(seg_path, "wb") as handle:
@@ -317,6 +303,36 @@ class FileStorage:
         if not entries and previous:
             seg.first_index = previous[-1].index + 1
         return seg, entries, hard_states
+
+    @staticmethod
+    def _truncate_torn_tail(seg_path: Path, buf: bytes, pos: int, *, last: bool) -> None:
+        """Cut an incomplete last write; anything else unreadable is corruption."""
+        if not last or _valid_record_after(buf, pos) is not None:
+            raise StorageCorrupted(seg_path, pos, "record fails its CRC or is cut short, and is not the tail")
+        logger.warning(
+            "truncating torn tail of %s at byte %d (%d bytes)",
+            seg_path,
+            pos,
+            len(buf) - pos,
+            extra={"action": "raft_storage_torn_tail"},
+        )
+        with open(seg_path, "r+b") as handle:
+            handle.truncate(pos)
+            os.fsync(handle.fileno())
+
+    @staticmethod
+    def _decode_record(
+        seg_path: Path, pos: int, kind: int, payload: bytes
+    ) -> tuple[Entry | None, tuple[int, HardState] | None]:
+        try:
+            value = msgpack.unpackb(payload, raw=False)
+            if kind == RECORD_ENTRY:
+                return entry_from_list(value), None
+            if kind == RECORD_HARD_STATE:
+                return None, _hard_state_from(value)
+        except (CodecError, ValueError, msgpack.ExtraData) as exc:
+            raise StorageCorrupted(seg_path, pos, f"record passes its CRC but does not decode: {exc}") from None
+        raise StorageCorrupted(seg_path, pos, f"unknown record type {kind}")
 
     def _load_side_hard_state(self) -> tuple[int, HardState]:
         path = self.path / "hardstate"
@@ -352,7 +368,9 @@ class FileStorage:
             raise StorageCorrupted(path, 0, "not a HELIOS raft snapshot (bad magic or too short)")
         crc, meta_len, data_len = SNAPSHOT_HEADER.unpack_from(buf, len(SNAPSHOT_MAGIC))
         if len(buf) != head + meta_len + data_len:
-            raise StorageCorrupted(path, head, f"size {len(buf)} does not match the header ({head + meta_len + data_len})")
+            raise StorageCorrupted(
+                path, head, f"size {len(buf)} does not match the header ({head + meta_len + data_len})"
+            )
         body = buf[head:]
         if zlib.crc32(body) != crc:
             raise StorageCorrupted(path, head, "snapshot fails its checksum")
@@ -542,10 +560,10 @@ class FileStorage:
     def _install_snapshot(self, snapshot: Snapshot) -> None:
         self.save_snapshot(snapshot)
         meta = snapshot.meta
-        if self._entries and self._first_index <= meta.index < self._first_index + len(self._entries):
-            if self._entries[meta.index - self._first_index].term == meta.term:
-                self.compact(meta.index)
-                return
+        offset = meta.index - self._first_index
+        if 0 <= offset < len(self._entries) and self._entries[offset].term == meta.term:
+            self.compact(meta.index)  # our log goes on from the snapshot: keep what follows it
+            return
         self._entries = []
         self._first_index = meta.index + 1
         self._reset_log(meta.index + 1)

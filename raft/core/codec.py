@@ -60,7 +60,7 @@ def _bytes(value: Any, what: str) -> bytes:
 def _list(value: Any, what: str, length: int | None = None) -> list[Any]:
     if type(value) is not list or (length is not None and len(value) != length):
         raise CodecError(f"{what}: expected a list of {length} items" if length else f"{what}: expected a list")
-    return value  # type: ignore[no-any-return]
+    return value
 
 
 def _ids(value: Any, what: str) -> tuple[int, ...]:
@@ -82,8 +82,14 @@ def entry_from_list(value: Any) -> Entry:
         entry_kind = EntryKind(_int(kind, "entry kind"))
     except ValueError:
         raise CodecError(f"entry: unknown kind {kind!r}") from None
-    return Entry(_int(term, "entry term"), _int(index, "entry index"), entry_kind, _bytes(data, "entry data"),
-                 client_id, _int(seq, "entry seq"))  # fmt: skip
+    return Entry(
+        _int(term, "entry term"),
+        _int(index, "entry index"),
+        entry_kind,
+        _bytes(data, "entry data"),
+        client_id,
+        _int(seq, "entry seq"),
+    )
 
 
 def encode_entry(entry: Entry) -> bytes:
@@ -146,18 +152,48 @@ def encode_message(m: Message) -> bytes:
     """One message as msgpack; the transport frames it (length prefix)."""
     return _pack(
         [
-            int(m.type), m.src, m.dst, m.term, m.log_term, m.index,
-            [entry_to_list(e) for e in m.entries], m.commit, m.reject, m.reject_hint,
+            int(m.type),
+            m.src,
+            m.dst,
+            m.term,
+            m.log_term,
+            m.index,
+            [entry_to_list(e) for e in m.entries],
+            m.commit,
+            m.reject,
+            m.reject_hint,
             None if m.snapshot is None else meta_to_list(m.snapshot),
-            m.offset, m.data, m.done, m.context, m.read_seq, m.force,
-        ]  # fmt: skip
+            m.offset,
+            m.data,
+            m.done,
+            m.context,
+            m.read_seq,
+            m.force,
+        ]
     )
 
 
 def decode_message(data: bytes) -> Message:
     fields = _list(_unpack(data, "message"), "message", 17)
-    (kind, src, dst, term, log_term, index, entries, commit, reject, reject_hint, snapshot, offset, payload, done,
-     context, read_seq, force) = fields  # fmt: skip
+    (
+        kind,
+        src,
+        dst,
+        term,
+        log_term,
+        index,
+        entries,
+        commit,
+        reject,
+        reject_hint,
+        snapshot,
+        offset,
+        payload,
+        done,
+        context,
+        read_seq,
+        force,
+    ) = fields
     try:
         message_type = MessageType(_int(kind, "message type"))
     except ValueError:

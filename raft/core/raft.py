@@ -51,11 +51,12 @@ from raft.core.types import (
 T = MessageType
 
 _FROM_LEADER = frozenset({T.APPEND, T.HEARTBEAT, T.SNAPSHOT})
+_VOTES = frozenset({T.VOTE, T.PRE_VOTE})
 
 
 class _PendingRead(NamedTuple):
     seq: int  # the heartbeat round that must be confirmed by a quorum
-    index: int  # the commit index when the read arrived
+    index: int  # type: ignore[assignment]  # the commit index when the read arrived (shadows tuple.index)
     context: bytes
     requester: int
 
@@ -265,7 +266,9 @@ class Raft:
         last_index, last_term = self.log.last_index(), self.log.last_term()
         for node in sorted(self.voters):
             if node != self.id:
-                self._send(Message(kind, self.id, node, term=term, index=last_index, log_term=last_term, force=transfer))
+                self._send(
+                    Message(kind, self.id, node, term=term, index=last_index, log_term=last_term, force=transfer)
+                )
 
     def _tally(self) -> int:
         """1 if the election is won, -1 if lost, 0 while undecided."""
@@ -290,9 +293,7 @@ class Raft:
 
     def _handle_vote(self, m: Message) -> None:
         can_vote = (
-            self.vote == m.src
-            or (self.vote == 0 and self.leader == 0)
-            or (m.type == T.PRE_VOTE and m.term > self.term)
+            self.vote == m.src or (self.vote == 0 and self.leader == 0) or (m.type == T.PRE_VOTE and m.term > self.term)
         )
         if self.mutation == Mutation.DOUBLE_VOTE and m.type == T.VOTE and self.leader == 0:
             can_vote = True
@@ -348,27 +349,9 @@ class Raft:
     # --- the step function ---------------------------------------------------------------------
 
     def step(self, m: Message) -> None:
-        if m.term == 0:
-            pass  # forwarded proposals and reads carry no term
-        elif m.term > self.term:
-            if m.type == T.VOTE or m.type == T.PRE_VOTE:
-                in_lease = self.cfg.check_quorum and self.leader != 0 and self.election_elapsed < self.cfg.election_ticks
-                if in_lease and not m.force:
-                    return  # a voter that hears from a leader ignores vote requests (thesis 4.2.3)
-            if m.type == T.PRE_VOTE or (m.type == T.PRE_VOTE_RESP and not m.reject):
-                pass  # pre-vote traffic never moves the term
-            else:
-                self.become_follower(m.term, m.src if m.type in _FROM_LEADER else 0)
-        elif m.term < self.term:
-            if (self.cfg.check_quorum or self.cfg.pre_vote) and (m.type == T.HEARTBEAT or m.type == T.APPEND):
-                # A stale leader learns of the newer term and steps down; without this a node whose term
-                # ran ahead (and whose votes are ignored under pre-vote or a lease) could be stuck forever.
-                self._send(Message(T.APPEND_RESP, self.id, m.src, term=self.term))
-            elif m.type == T.PRE_VOTE:
-                self._send(Message(T.PRE_VOTE_RESP, self.id, m.src, term=self.term, reject=True))
+        if m.term != 0 and not self._check_term(m):
             return
-
-        if m.type == T.VOTE or m.type == T.PRE_VOTE:
+        if m.type in _VOTES:
             self._handle_vote(m)
         elif self.role == Role.LEADER:
             self._step_leader(m)
@@ -376,6 +359,31 @@ class Raft:
             self._step_follower(m)
         else:
             self._step_candidate(m)
+
+    def _check_term(self, m: Message) -> bool:
+        """Apply the term rules (thesis 3.3, 9.6, 4.2.3); False if the message is to be dropped.
+
+        Forwarded proposals and reads carry term 0 and skip this.
+        """
+        if m.term > self.term:
+            if m.type in _VOTES:
+                in_lease = (
+                    self.cfg.check_quorum and self.leader != 0 and self.election_elapsed < self.cfg.election_ticks
+                )
+                if in_lease and not m.force:
+                    return False  # a voter that hears from a leader ignores vote requests
+            if m.type != T.PRE_VOTE and not (m.type == T.PRE_VOTE_RESP and not m.reject):
+                self.become_follower(m.term, m.src if m.type in _FROM_LEADER else 0)  # pre-vote never moves the term
+            return True
+        if m.term < self.term:
+            if (self.cfg.check_quorum or self.cfg.pre_vote) and m.type in (T.HEARTBEAT, T.APPEND):
+                # A stale leader learns of the newer term and steps down; without this a node whose term
+                # ran ahead (and whose votes are ignored under pre-vote or a lease) could be stuck forever.
+                self._send(Message(T.APPEND_RESP, self.id, m.src, term=self.term))
+            elif m.type == T.PRE_VOTE:
+                self._send(Message(T.PRE_VOTE_RESP, self.id, m.src, term=self.term, reject=True))
+            return False
+        return True
 
     def _step_follower(self, m: Message) -> None:
         t = m.type
@@ -429,26 +437,32 @@ class Raft:
         if t == T.APPEND_RESP:
             self._handle_append_response(m, pr)
         elif t == T.HEARTBEAT_RESP:
-            pr.recent_active = True
-            pr.paused = False
-            if pr.state == ProgressState.SNAPSHOT:
-                self._resend_snapshot(m.src, pr)
-            elif pr.match < self.log.last_index() or pr.state == ProgressState.PROBE:
-                # An empty APPEND gets a follower out of a full window whose messages were all lost.
-                self._send_append(m.src, pr, allow_empty=True, ignore_full=True)
-            if m.read_seq > pr.read_ack:
-                pr.read_ack = m.read_seq
-                self._release_reads()
+            self._handle_heartbeat_response(m, pr)
         elif t == T.SNAPSHOT_RESP:
-            pr.recent_active = True
-            if pr.state != ProgressState.SNAPSHOT or m.snapshot is None or m.snapshot.index != pr.pending_snapshot:
-                return
-            if m.reject:
-                pr.snap_sent = pr.snap_acked = m.offset
-                pr.snap_done_sent = False
-            else:
-                pr.snap_acked = max(pr.snap_acked, m.offset)
-            self._send_snapshot_chunks(m.src, pr)
+            self._handle_snapshot_response(m, pr)
+
+    def _handle_heartbeat_response(self, m: Message, pr: Progress) -> None:
+        pr.recent_active = True
+        pr.paused = False
+        if pr.state == ProgressState.SNAPSHOT:
+            self._resend_snapshot(m.src, pr)
+        elif pr.match < self.log.last_index() or pr.state == ProgressState.PROBE:
+            # An empty APPEND gets a follower out of a full window whose messages were all lost.
+            self._send_append(m.src, pr, allow_empty=True, ignore_full=True)
+        if m.read_seq > pr.read_ack:
+            pr.read_ack = m.read_seq
+            self._release_reads()
+
+    def _handle_snapshot_response(self, m: Message, pr: Progress) -> None:
+        pr.recent_active = True
+        if pr.state != ProgressState.SNAPSHOT or m.snapshot is None or m.snapshot.index != pr.pending_snapshot:
+            return
+        if m.reject:
+            pr.snap_sent = pr.snap_acked = m.offset
+            pr.snap_done_sent = False
+        else:
+            pr.snap_acked = max(pr.snap_acked, m.offset)
+        self._send_snapshot_chunks(m.src, pr)
 
     # --- replication: follower side ------------------------------------------------------------
 
@@ -469,9 +483,15 @@ class Raft:
         hint_index, hint_term = log.find_conflict_by_term(m.index, m.log_term)
         self._send(
             Message(
-                T.APPEND_RESP, self.id, m.src, term=self.term, index=m.index, reject=True,
-                reject_hint=hint_index, log_term=hint_term,
-            )  # fmt: skip
+                T.APPEND_RESP,
+                self.id,
+                m.src,
+                term=self.term,
+                index=m.index,
+                reject=True,
+                reject_hint=hint_index,
+                log_term=hint_term,
+            )
         )
 
     def _handle_heartbeat(self, m: Message) -> None:
@@ -491,7 +511,9 @@ class Raft:
             incoming = self.incoming = (meta, bytearray())
         if incoming is None or incoming[0] != meta or m.offset != len(incoming[1]):
             have = len(incoming[1]) if incoming is not None and incoming[0] == meta else 0
-            self._send(Message(T.SNAPSHOT_RESP, self.id, m.src, term=self.term, snapshot=meta, offset=have, reject=True))
+            self._send(
+                Message(T.SNAPSHOT_RESP, self.id, m.src, term=self.term, snapshot=meta, offset=have, reject=True)
+            )
             return
         incoming[1].extend(m.data)
         if not m.done:
@@ -573,8 +595,16 @@ class Raft:
             return False
         commit = log.committed
         self._send(
-            Message(T.APPEND, self.id, to, term=self.term, index=prev, log_term=prev_term, entries=tuple(entries),
-                    commit=commit)  # fmt: skip
+            Message(
+                T.APPEND,
+                self.id,
+                to,
+                term=self.term,
+                index=prev,
+                log_term=prev_term,
+                entries=tuple(entries),
+                commit=commit,
+            )
         )
         if pr.state == ProgressState.REPLICATE:
             if entries:
@@ -693,8 +723,16 @@ class Raft:
             part = data[pr.snap_sent : pr.snap_sent + chunk]
             done = pr.snap_sent + len(part) >= len(data)
             self._send(
-                Message(T.SNAPSHOT, self.id, to, term=self.term, snapshot=snapshot.meta, offset=pr.snap_sent,
-                        data=part, done=done)  # fmt: skip
+                Message(
+                    T.SNAPSHOT,
+                    self.id,
+                    to,
+                    term=self.term,
+                    snapshot=snapshot.meta,
+                    offset=pr.snap_sent,
+                    data=part,
+                    done=done,
+                )
             )
             pr.snap_sent += len(part)
             pr.snap_done_sent = done

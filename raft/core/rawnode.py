@@ -113,11 +113,7 @@ class Ready:
 
     def is_empty(self) -> bool:
         return not (
-            self.soft_state
-            or self.needs_persist()
-            or self._messages
-            or self._committed_entries
-            or self._read_states
+            self.soft_state or self.needs_persist() or self._messages or self._committed_entries or self._read_states
         )
 
 
@@ -132,7 +128,9 @@ def bootstrap_state(voters: list[int] | tuple[int, ...], learners: list[int] | t
         raise ValueError("a cluster needs at least one voter")
     if set(conf.voters) & set(conf.learners):
         raise ValueError("a node cannot be both voter and learner")
-    entry = Entry(1, 1, EntryKind.CONF_CHANGE, encode_conf_entry(conf, ConfChange(ConfChangeOp.ADD_VOTER, conf.voters[0])))
+    entry = Entry(
+        1, 1, EntryKind.CONF_CHANGE, encode_conf_entry(conf, ConfChange(ConfChangeOp.ADD_VOTER, conf.voters[0]))
+    )
     return PersistentState(hard_state=HardState(term=1, vote=0, commit=1), entries=[entry])
 
 

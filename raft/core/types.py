@@ -33,7 +33,7 @@ class Entry(NamedTuple):
     """One log entry. `client_id` and `seq` identify a client request so a retry is applied once."""
 
     term: int
-    index: int
+    index: int  # type: ignore[assignment]  # shadows tuple.index, as etcd's Entry.Index reads
     kind: EntryKind = EntryKind.NORMAL
     data: bytes = b""
     client_id: str = ""
@@ -85,7 +85,7 @@ class ConfChange(NamedTuple):
 class SnapshotMeta(NamedTuple):
     """Where a snapshot sits in the log and the configuration in effect at that index."""
 
-    index: int = 0
+    index: int = 0  # type: ignore[assignment]  # shadows tuple.index
     term: int = 0
     conf: ConfState = ConfState()
 
@@ -100,7 +100,7 @@ class Snapshot(NamedTuple):
 class ReadState(NamedTuple):
     """A linearizable read may be served once the node has applied `index` (thesis 6.4)."""
 
-    index: int
+    index: int  # type: ignore[assignment]  # shadows tuple.index
     context: bytes
 
 
@@ -166,7 +166,7 @@ class Message:
 class PersistentState:
     """What a node reads back from its storage when it starts: hard state, latest snapshot, log after it."""
 
-    hard_state: HardState = HardState()
+    hard_state: HardState = field(default_factory=HardState)
     snapshot: Snapshot | None = None
     entries: list[Entry] = field(default_factory=list)
 
