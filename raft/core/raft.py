@@ -612,7 +612,7 @@ class Raft:
                 pr.inflights.add(pr.next - 1, sum(entry_size(e) for e in entries))
         else:
             pr.paused = True
-        pr.sent_commit = max(pr.sent_commit, min(commit, pr.next - 1))
+        pr.sent_commit = max(pr.sent_commit, min(commit, prev + len(entries)))
         return True
 
     def flush(self) -> None:
@@ -874,6 +874,9 @@ class Raft:
         pr = self.progress[to]
         if pr.match == self.log.last_index():
             self._send(Message(T.TIMEOUT_NOW, self.id, to, term=self.term))
+        else:
+            pr.paused = False  # catch it up now rather than at the next heartbeat
+            self._send_append(to, pr, allow_empty=True)
 
     # --- status --------------------------------------------------------------------------------
 
