@@ -195,7 +195,11 @@ class InteractionEnv:
         return [] if index is not None else ["forwarded to the leader"]
 
     def cmd_propose_conf_change(self, args: list[str]) -> list[str]:
-        op = {"add-learner": ConfChangeOp.ADD_LEARNER, "add-voter": ConfChangeOp.ADD_VOTER, "remove": ConfChangeOp.REMOVE}
+        op = {
+            "add-learner": ConfChangeOp.ADD_LEARNER,
+            "add-voter": ConfChangeOp.ADD_VOTER,
+            "remove": ConfChangeOp.REMOVE,
+        }
         self._core(int(args[0])).propose_conf_change(ConfChange(op[args[1]], int(args[2])))
         return []
 
@@ -347,7 +351,8 @@ class InteractionEnv:
 
 def _encode_applied(applied: list[Entry], index: int) -> bytes:
     """The test state machine's snapshot: the data of the applied entries, one per line."""
-    return b"\n".join(b"%d %d %s" % (e.term, e.index, e.data) for e in applied if e.index <= index and e.data and e.kind == EntryKind.NORMAL)
+    kept = [e for e in applied if e.index <= index and e.data and e.kind == EntryKind.NORMAL]
+    return b"\n".join(b"%d %d %s" % (e.term, e.index, e.data) for e in kept)
 
 
 def _decode_applied(data: bytes) -> list[Entry]:
