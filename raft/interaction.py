@@ -4,7 +4,8 @@ A file is a sequence of blocks; each block is one command line, a `----` line, a
 output up to the next blank line (or `ok` when there is none). `#` lines are comments. Commands:
 
     add-nodes 3 voters=(1,2,3) [learners=(4)] [prevote=false] [checkquorum=false] [max-msg-bytes=N]
-              [inflight=N] [chunk=N] [catch-up=N]   nodes 1..N; voters and learners start bootstrapped
+              [inflight=N] [chunk=N] [catch-up=N] [mutation=NAME]
+                                   nodes 1..N; voters and learners start bootstrapped
     campaign 1                     start an election on node 1
     propose 1 data [client=c1 seq=1]
     propose-conf-change 1 add-learner|add-voter|remove 4
@@ -37,6 +38,7 @@ from raft.core import (
     EntryKind,
     Message,
     MessageType,
+    Mutation,
     RaftError,
     RawNode,
     Ready,
@@ -161,6 +163,7 @@ class InteractionEnv:
                 max_inflight_msgs=int(opts.get("inflight", "256")),
                 snapshot_chunk_bytes=int(opts.get("chunk", str(1 << 20))),
                 learner_catch_up_entries=int(opts.get("catch-up", "100")),
+                mutation=Mutation(opts.get("mutation", "none")),
             )
             storage = MemoryStorage()
             if node_id in voters or node_id in learners:

@@ -192,7 +192,7 @@ def test_a_missing_segment_is_refused(tmp_path: Path) -> None:
     segments = sorted((tmp_path / "n" / "wal").glob("*.seg"))
     store.close()
     segments[len(segments) // 2].unlink()
-    with pytest.raises(StorageCorrupted, match="where .* was expected"):
+    with pytest.raises(StorageCorrupted, match=r"where .* was expected"):
         FileStorage.open(tmp_path / "n", segment_bytes=4096)
 
 
