@@ -55,3 +55,16 @@ check: venv-dev
 
 clean:
 	rm -rf $(VENV) var
+
+# --- raft (issue 5) -------------------------------------------------------------------------------
+.PHONY: soak-raft bench-raft
+SEEDS ?= 5000
+JOBS ?= 2
+
+## soak-raft: a long simulator sweep outside CI (SEEDS=N seeds, JOBS=N processes); prints a replay command per failure
+soak-raft: venv
+	$(PY) -m raft.sim sweep --seeds $(SEEDS) --jobs $(JOBS)
+
+## bench-raft: committed proposals/s through the core (perfect network) and storage appends/s with fsync batching
+bench-raft: venv
+	$(PY) -m raft.bench

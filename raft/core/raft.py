@@ -112,6 +112,7 @@ class Raft:
         self.read_round_needed = False
         self.uncommitted_bytes = 0
         self.incoming: tuple[SnapshotMeta, bytearray] | None = None
+        self.flush_needed = True  # set by every input (RawNode), cleared by flush()
         self._confs: list[tuple[int, ConfState]] = [
             (e.index, decode_conf_entry(e.data)[0]) for e in self.log.entries if e.kind == EntryKind.CONF_CHANGE
         ]
@@ -622,6 +623,9 @@ class Raft:
         persisted leave together in one APPEND per follower: batching grows with load, and an
         idle leader sends a lone proposal at once. There is no tick-based batching.
         """
+        if not self.flush_needed:
+            return
+        self.flush_needed = False
         if self.role != Role.LEADER:
             return
         if self.read_round_needed:

@@ -156,15 +156,18 @@ class RawNode:
 
     def tick(self) -> None:
         """Advance logical time by one tick (election and heartbeat timeouts count ticks)."""
+        self._raft.flush_needed = True
         self._raft.tick()
 
     def step(self, message: Message) -> None:
         """Feed a message received from another node. Messages addressed elsewhere are ignored."""
         if message.dst == self._raft.id and message.src != self._raft.id:
+            self._raft.flush_needed = True
             self._raft.step(message)
 
     def campaign(self) -> None:
         """Start an election now instead of waiting for the election timeout."""
+        self._raft.flush_needed = True
         self._raft.hup()
 
     def propose(self, data: bytes, *, client_id: str = "", seq: int = 0) -> int | None:
@@ -173,6 +176,7 @@ class RawNode:
         `client_id`/`seq` identify the request so that ClientSessions applies a retry only once.
         Raises NotLeader when no leader is known, ProposalDropped when the leader refuses.
         """
+        self._raft.flush_needed = True
         return self._raft.propose(data, client_id, seq)
 
     def propose_conf_change(self, change: ConfChange) -> int:
@@ -181,6 +185,7 @@ class RawNode:
         Raises NotLeader, ProposalDropped or ConfChangeRefused (another change pending, a learner
         still behind, no voter would remain, ...). The change takes effect once it is in the log.
         """
+        self._raft.flush_needed = True
         return self._raft.propose_conf_change(change)
 
     def read_index(self, context: bytes) -> None:
@@ -190,10 +195,12 @@ class RawNode:
         to its leader. Raises NotLeader when no leader is known. A request may get no answer
         (leader change, lost message): the caller times out and retries with a new context.
         """
+        self._raft.flush_needed = True
         self._raft.read_index(context)
 
     def transfer_leadership(self, to: int) -> None:
         """On the leader: bring `to` up to date and make it start an election now (TimeoutNow)."""
+        self._raft.flush_needed = True
         self._raft.transfer_leadership(to)
 
     def compact(self, index: int, data: bytes) -> Snapshot:
@@ -202,6 +209,7 @@ class RawNode:
         Returns the Snapshot; the caller writes it to storage (FileStorage.save_snapshot) and may
         then compact the stored log. Followers that fall behind it get it by InstallSnapshot.
         """
+        self._raft.flush_needed = True
         return self._raft.compact(index, data)
 
     # --- output --------------------------------------------------------------------------------
@@ -217,14 +225,18 @@ class RawNode:
         r = self._raft
         r.flush()
         log = r.log
+        soft, hard = self._prev_soft, self._prev_hard
         return bool(
             r.msgs
             or r.read_states
             or log.handed < log.last_index()
             or r.pending_install is not None
             or log.committed > log.applying
-            or SoftState(r.leader, r.role) != self._prev_soft
-            or self._hard_state() != self._prev_hard
+            or r.leader != soft.leader
+            or r.role != soft.role
+            or r.term != hard.term
+            or r.vote != hard.vote
+            or log.committed != hard.commit
         )
 
     def ready(self) -> Ready:
@@ -284,6 +296,7 @@ class RawNode:
         applied = rd.committed_entries
         if applied:
             log.applied = max(log.applied, applied[-1].index)
+        self._raft.flush_needed = True
         self._raft.on_persisted()
 
     # --- inspection ----------------------------------------------------------------------------
