@@ -157,20 +157,22 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="raft-bench-") as tmp:
         base = Path(tmp)
         single = 0.0
+        runs = iter(range(1_000_000))  # a fresh directory or file for every round
+
+        def durable(batch: int, count: int) -> int:
+            return bench_storage(base / f"s{batch}-{next(runs)}", count, batch)
+
+        def raw(batch: int, count: int) -> int:
+            return bench_anchor_fsync(base / f"raw{batch}-{next(runs)}", count, batch)
+
         for batch in (1, 16, 128):
             count = args.entries if batch > 1 else min(args.entries, 300)
-            runs = iter(range(10_000))
-            rate = _median_rate(
-                args.rounds, lambda batch=batch, count=count: bench_storage(base / f"s{batch}-{next(runs)}", count, batch)
-            )
-            raw = _median_rate(
-                args.rounds,
-                lambda batch=batch, count=count: bench_anchor_fsync(base / f"raw{batch}-{next(runs)}", count, batch),
-            )
+            rate = _median_rate(args.rounds, lambda batch=batch, count=count: durable(batch, count))
+            anchor_rate = _median_rate(args.rounds, lambda batch=batch, count=count: raw(batch, count))
             single = single or rate
             _out(
-                f"  batch {batch:4d}: FileStorage {rate:10,.0f} appends/s   anchor write+fdatasync {raw:10,.0f}/s"
-                f"   ratio {rate / raw:.2f}   x{rate / single:.1f} vs batch 1"
+                f"  batch {batch:4d}: FileStorage {rate:10,.0f} appends/s   anchor write+fdatasync "
+                f"{anchor_rate:10,.0f}/s   ratio {rate / anchor_rate:.2f}   x{rate / single:.1f} vs batch 1"
             )
     return 0
 
