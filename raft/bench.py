@@ -22,6 +22,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 from raft.core import Config, Entry, Message, RawNode, Role, bootstrap_state
@@ -147,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
     anchor = _median_rate(args.rounds, lambda: bench_anchor_apply(args.proposals))
     _out(f"  anchor: append + apply without Raft      {anchor:12,.0f} entries/s")
     for size, batch in ((1, 1), (3, 1), (3, 16), (3, 256)):
-        rate = _median_rate(args.rounds, lambda size=size, batch=batch: bench_core(args.proposals, batch, size))
+        rate = _median_rate(args.rounds, partial(bench_core, args.proposals, batch, size))
         _out(
             f"  {size} node{'s' if size > 1 else ' '}, {batch:3d} proposals per Ready     {rate:12,.0f} committed/s"
             f"   ({rate / anchor:.4f} x anchor)"
@@ -167,8 +168,8 @@ def main(argv: list[str] | None = None) -> int:
 
         for batch in (1, 16, 128):
             count = args.entries if batch > 1 else min(args.entries, 300)
-            rate = _median_rate(args.rounds, lambda batch=batch, count=count: durable(batch, count))
-            anchor_rate = _median_rate(args.rounds, lambda batch=batch, count=count: raw(batch, count))
+            rate = _median_rate(args.rounds, partial(durable, batch, count))
+            anchor_rate = _median_rate(args.rounds, partial(raw, batch, count))
             single = single or rate
             _out(
                 f"  batch {batch:4d}: FileStorage {rate:10,.0f} appends/s   anchor write+fdatasync "
