@@ -33,8 +33,12 @@ and advance() refuses an unpersisted Ready: the persist-before-send contract can
 by accident.
 
 Errors a caller handles: NotLeader (with .leader, the known leader or 0), ProposalDropped,
-ConfChangeRefused, TransferRefused. InvariantViolated means the node must stop (bug or lost
+ConfChangeRefused, TransferRefused; InvalidMessage from step() for a message no correct peer sends
+(drop the connection; nothing changed). InvariantViolated means the node must stop (bug or lost
 durable data). ReadyMisuse means the caller broke the cycle above.
+
+Membership reaches the application as committed CONF_CHANGE entries: decode_conf_entry(entry.data)
+gives the whole new ConfState and the change that made it.
 
 Exactly-once: ClientSessions is the table a state machine consults (check before apply, record
 after) so a request retried under the same (client_id, seq) is applied once (thesis 6.3).
@@ -45,11 +49,12 @@ Config.learner_catch_up_entries of the leader. Removing the leader is allowed: i
 until the change commits, then hands over with TimeoutNow and steps down.
 """
 
-from raft.core.codec import CodecError, decode_message, encode_message
+from raft.core.codec import CodecError, decode_conf_entry, decode_message, encode_message
 from raft.core.config import Config
 from raft.core.errors import (
     ConfChangeRefused,
     InvalidConfig,
+    InvalidMessage,
     InvariantViolated,
     NotLeader,
     ProposalDropped,
@@ -91,6 +96,7 @@ __all__ = [
     "EntryKind",
     "HardState",
     "InvalidConfig",
+    "InvalidMessage",
     "InvariantViolated",
     "Message",
     "MessageType",
@@ -111,6 +117,7 @@ __all__ = [
     "TransferRefused",
     "Verdict",
     "bootstrap_state",
+    "decode_conf_entry",
     "decode_message",
     "encode_message",
 ]

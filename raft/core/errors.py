@@ -27,6 +27,13 @@ class TransferRefused(RaftError):
     """Leadership cannot be transferred to that node."""
 
 
+class InvalidMessage(RaftError):
+    """A message that cannot come from a correct peer (entries out of order, missing fields, ...).
+
+    The node's state is untouched; the caller should log it and drop the connection it came on.
+    """
+
+
 class ReadyMisuse(RaftError):
     """The Ready/advance protocol was not followed (sent before persisting, advanced twice, ...)."""
 

@@ -12,7 +12,7 @@ import random
 
 from raft.core.codec import encode_conf_entry
 from raft.core.config import Config
-from raft.core.errors import ReadyMisuse
+from raft.core.errors import InvalidMessage, ReadyMisuse
 from raft.core.raft import Raft, Status
 from raft.core.types import (
     ConfChange,
@@ -22,11 +22,27 @@ from raft.core.types import (
     EntryKind,
     HardState,
     Message,
+    MessageType,
     PersistentState,
     ReadState,
     Snapshot,
     SoftState,
 )
+
+
+def _validate(m: Message) -> None:
+    if m.src <= 0:
+        raise InvalidMessage(f"{m.type.name} from invalid node id {m.src}")
+    if m.type == MessageType.SNAPSHOT and m.snapshot is None:
+        raise InvalidMessage(f"SNAPSHOT from {m.src} without snapshot metadata")
+    if m.type == MessageType.APPEND and m.entries:
+        previous_term = m.log_term
+        for offset, entry in enumerate(m.entries):
+            if entry.index != m.index + 1 + offset or not previous_term <= entry.term <= m.term:
+                raise InvalidMessage(
+                    f"APPEND from {m.src} at {m.index} holds entry {entry.index}/{entry.term} out of order"
+                )
+            previous_term = entry.term
 
 
 class Ready:
@@ -160,8 +176,12 @@ class RawNode:
         self._raft.tick()
 
     def step(self, message: Message) -> None:
-        """Feed a message received from another node. Messages addressed elsewhere are ignored."""
+        """Feed a message received from another node. Messages addressed elsewhere are ignored.
+
+        Raises InvalidMessage, without changing anything, for a message no correct peer sends.
+        """
         if message.dst == self._raft.id and message.src != self._raft.id:
+            _validate(message)
             self._raft.flush_needed = True
             self._raft.step(message)
 

@@ -18,6 +18,7 @@ from raft.core import (
     Entry,
     EntryKind,
     InvalidConfig,
+    InvalidMessage,
     InvariantViolated,
     Message,
     MessageType,
@@ -91,6 +92,24 @@ def test_messages_for_another_node_are_ignored() -> None:
     n = node(2)
     n.step(Message(MessageType.VOTE, 1, 3, term=5, index=1, log_term=1))
     assert n.status().term == 1
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        Message(MessageType.APPEND, 1, 2, term=2, index=1, log_term=1, entries=(Entry(2, 3),)),
+        Message(MessageType.APPEND, 1, 2, term=2, index=1, log_term=1, entries=(Entry(3, 2),)),
+        Message(MessageType.APPEND, 1, 2, term=2, index=1, log_term=1, entries=(Entry(2, 2), Entry(1, 3))),
+        Message(MessageType.SNAPSHOT, 1, 2, term=2),
+        Message(MessageType.HEARTBEAT, 0, 2, term=2),
+    ],
+)
+def test_messages_no_correct_peer_sends_are_refused_without_effect(message: Message) -> None:
+    n = node(2)
+    before = n.status()
+    with pytest.raises(InvalidMessage):
+        n.step(message)
+    assert n.status() == before
 
 
 def test_invalid_configs_are_refused() -> None:
