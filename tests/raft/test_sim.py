@@ -37,9 +37,11 @@ def test_sweep_finds_no_violation(seeds: range) -> None:
     total = Stats()
     for result in results:
         total.add(result.stats)
-    # The sweep really went through the faults it claims to inject.
+    # The sweep really went through the faults it claims to inject (a chunk of 100 seeds meets them all).
     assert total.steps >= len(seeds) * SWEEP_STEPS
     assert total.leaders > 2 * len(seeds)
+    if len(seeds) < CHUNK:
+        return
     for name in (
         "writes_acked", "reads_ok", "crashes", "all_restarts", "partitions", "snapshots_installed",
         "compactions", "conf_changes", "leader_removed", "transfers", "dropped", "duplicate_requests",
