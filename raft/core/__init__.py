@@ -32,6 +32,22 @@ A Ready refuses to show its messages, committed entries or read states before ma
 and advance() refuses an unpersisted Ready: the persist-before-send contract cannot be skipped
 by accident.
 
+An asyncio driver (raft.node, next issue) looks like this; ticks, received messages and
+proposals call into `node` on the event loop at any time, also while a Ready is being written:
+
+    async def ready_loop():
+        while True:
+            await wakeup.wait(); wakeup.clear()      # set by tick/step/propose callers
+            while node.has_ready():
+                rd = node.ready()
+                await asyncio.to_thread(storage.persist, rd)   # fsync off the loop
+                transport.send(rd.messages)
+                ...apply rd.snapshot / rd.committed_entries, answer waiting clients...
+                node.advance(rd)
+
+FileStorage is not thread-safe: only that one thread (or task) may call it at a time, which also
+covers save_snapshot()/compact() after node.compact().
+
 Errors a caller handles: NotLeader (with .leader, the known leader or 0), ProposalDropped,
 ConfChangeRefused, TransferRefused; InvalidMessage from step() for a message no correct peer sends
 (drop the connection; nothing changed). InvariantViolated means the node must stop (bug or lost
