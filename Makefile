@@ -64,3 +64,15 @@ clean:
 ## bench-proxy: wrk through the proxy, direct, and through nginx to the same backend (needs wrk and nginx)
 bench-proxy: venv
 	$(PY) bench/bench_proxy.py
+
+.PHONY: soak-raft bench-raft
+SEEDS ?= 5000
+JOBS ?= 2
+
+## soak-raft: a long simulator sweep outside CI (SEEDS=N seeds, JOBS=N processes); prints a replay command per failure
+soak-raft: venv
+	$(PY) -m raft.sim sweep --seeds $(SEEDS) --jobs $(JOBS)
+
+## bench-raft: committed proposals/s through the core (perfect network) and storage appends/s with fsync batching
+bench-raft: venv
+	$(PY) -m raft.bench
