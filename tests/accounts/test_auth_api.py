@@ -141,18 +141,54 @@ def test_login_is_throttled_per_username(api, make_user, monkeypatch):
 
 def test_login_is_throttled_per_client_address_and_ignores_forged_forwarding(api, make_user, monkeypatch):
     monkeypatch.setattr(LoginIPThrottle, "rate", "3/min", raising=False)
+    # 198.51.100.9 is not a trusted proxy (gateway.trusted_proxies is loopback): its X-Forwarded-For is ignored.
     for number in range(3):
         response = api.post(
             LOGIN,
             {"username": f"user{number}", "password": "guess"},
             format="json",
+            REMOTE_ADDR="198.51.100.9",
             HTTP_X_FORWARDED_FOR=f"203.0.113.{number}",
         )
         assert response.status_code == 401
     response = api.post(
-        LOGIN, {"username": "user9", "password": "guess"}, format="json", HTTP_X_FORWARDED_FOR="1.2.3.4"
+        LOGIN,
+        {"username": "user9", "password": "guess"},
+        format="json",
+        REMOTE_ADDR="198.51.100.9",
+        HTTP_X_FORWARDED_FOR="1.2.3.4",
     )
     assert_error(response, 429, "throttled")
+
+
+def test_login_throttle_believes_forwarding_from_a_trusted_proxy(api, make_user, monkeypatch):
+    monkeypatch.setattr(LoginIPThrottle, "rate", "2/min", raising=False)
+    for number in range(2):
+        response = api.post(
+            LOGIN,
+            {"username": f"user{number}", "password": "guess"},
+            format="json",
+            REMOTE_ADDR="127.0.0.1",
+            HTTP_X_FORWARDED_FOR="203.0.113.5",
+        )
+        assert response.status_code == 401
+    # The same proxy forwarding another client: that client has its own count.
+    other = api.post(
+        LOGIN,
+        {"username": "user9", "password": "guess"},
+        format="json",
+        REMOTE_ADDR="127.0.0.1",
+        HTTP_X_FORWARDED_FOR="203.0.113.6",
+    )
+    assert other.status_code == 401
+    again = api.post(
+        LOGIN,
+        {"username": "user9", "password": "guess"},
+        format="json",
+        REMOTE_ADDR="127.0.0.1",
+        HTTP_X_FORWARDED_FOR="203.0.113.5",
+    )
+    assert_error(again, 429, "throttled")
 
 
 # -- me and tokens
