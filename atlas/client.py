@@ -62,8 +62,21 @@ class AtlasUnavailable(Exception):
         self.reason = reason
 
 
+# The same errors as redis-py raises them (it strips the code from the message); LOADING becomes
+# BusyLoadingError, a ConnectionError, and is retried as one.
+_LEADER_CHANGE_EXCEPTIONS = (
+    redis.exceptions.TryAgainError,
+    redis.exceptions.ClusterDownError,
+    redis.exceptions.ReadOnlyError,
+)
+
+
 def is_leader_change(error: redis.exceptions.ResponseError) -> bool:
-    return str(error).split(" ", 1)[0].upper() in LEADER_CHANGE_ERRORS
+    """True for an error reply that means "no settled leader", also as redis-py words it in pipelines."""
+    if isinstance(error, _LEADER_CHANGE_EXCEPTIONS):
+        return True
+    text = str(error).rsplit("caused error: ", 1)[-1]
+    return text.split(" ", 1)[0].upper() in LEADER_CHANGE_ERRORS
 
 
 def node_urls(url: str) -> tuple[str, ...]:
@@ -142,6 +155,19 @@ class AtlasClient:
             with cls._shared_lock:
                 client = cls._shared.setdefault(options, cls(options))
         return client
+
+    @classmethod
+    def close_shared(cls) -> None:
+        """Close and forget every shared client (their settings changed, or the process is ending)."""
+        with cls._shared_lock:
+            clients = list(cls._shared.values())
+            cls._shared.clear()
+        for client in clients:
+            client.close()
+
+    def close(self) -> None:
+        for node in self._nodes:
+            node.close()
 
     @property
     def node(self) -> redis.Redis:
