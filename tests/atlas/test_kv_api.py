@@ -117,7 +117,17 @@ def test_values_of_other_types_and_non_utf8_bytes_are_409(alice, kv_db):
 
 @pytest.mark.parametrize(
     "key",
-    ["a/b/c", "with space", "percent%20sign", "question?mark", "hash#tag", "ünïcødé-キー", "emoji 🙂", "a+b=c&d", "end/"],
+    [
+        "a/b/c",
+        "with space",
+        "percent%20sign",
+        "question?mark",
+        "hash#tag",
+        "ünïcødé-キー",
+        "emoji 🙂",
+        "a+b=c&d",
+        "end/",
+    ],
 )
 def test_any_path_safe_key_round_trips_percent_encoded(alice, kv_db, key):
     assert alice.put(url(key), {"value": key}, format="json").status_code == 201
@@ -168,7 +178,7 @@ def test_value_size_is_limited_in_utf8_bytes(alice, kv_db, monkeypatch):
 
 
 def test_values_keep_every_character(alice, kv_db):
-    value = "nul\x00 ctrl\x01 quote\" backslash\\ emoji 🙂 newline\n"
+    value = 'nul\x00 ctrl\x01 quote" backslash\\ emoji 🙂 newline\n'
     assert alice.put(url("exact"), {"value": value}, format="json").status_code == 201
     assert kv_db.get("exact") == value.encode()
     assert alice.get(url("exact")).json()["value"] == value
