@@ -21,6 +21,7 @@ _HEADER_DESCRIPTIONS = {
     "X-RateLimit-Reset": "Seconds until the bucket is full again.",
 }
 _ERROR = {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}
+_RETRY_AFTER = {"schema": {"type": "integer"}, "description": "Seconds to wait before trying again."}
 
 
 def rate_limit_responses(result: dict, generator: Any, request: Any, public: bool) -> dict:
@@ -39,7 +40,6 @@ def rate_limit_responses(result: dict, generator: Any, request: Any, public: boo
                 {
                     "description": "Rate limit reached (`throttled`); Retry-After says when to come back.",
                     "content": _ERROR,
-                    "headers": {"Retry-After": {"schema": {"type": "integer"}, "description": "Seconds."}},
                 },
             )
             responses.setdefault(
@@ -49,6 +49,8 @@ def rate_limit_responses(result: dict, generator: Any, request: Any, public: boo
                     "content": _ERROR,
                 },
             )
-            for response in responses.values():
+            for code, response in responses.items():
                 response.setdefault("headers", {}).update(headers)
+                if code in {"429", "503"}:
+                    response["headers"]["Retry-After"] = _RETRY_AFTER
     return result

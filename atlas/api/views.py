@@ -166,7 +166,7 @@ class KVKeyView(RateLimitFirstMixin, APIView):
         operation_id="kv_get",
         parameters=[KEY_PARAMETER],
         responses={
-            200: serializers.KVEntrySerializer,
+            200: OpenApiResponse(serializers.KVEntrySerializer, description="The key, its value and its TTL."),
             400: BAD_KEY,
             401: UNAUTHORIZED,
             403: FORBIDDEN_READ,
@@ -283,7 +283,7 @@ class KVListView(RateLimitFirstMixin, APIView):
             ),
         ],
         responses={
-            200: serializers.KVPageSerializer,
+            200: OpenApiResponse(serializers.KVPageSerializer, description="A page of keys and the next cursor."),
             400: _error("A cursor or count that is not a number in range."),
             401: UNAUTHORIZED,
             403: _error("No kv.read permission (`permission_denied`)."),

@@ -8,6 +8,7 @@ from urllib.parse import quote
 
 import pytest
 import redis
+from rest_framework.test import APIClient
 
 from tests.gateway import client_for, make_role, make_user, reset_gateway_caches
 
@@ -363,3 +364,73 @@ def test_unreachable_atlas_is_503_with_retry_after_never_500(atlas_url, monkeypa
     ):
         assert_error(response, 503, "atlas_unavailable")
         assert response["Retry-After"] == "1"
+
+
+# -- the OpenAPI schema
+
+
+@pytest.fixture
+def schema():
+    response = APIClient().get("/api/schema/?format=json")
+    assert response.status_code == 200
+    return response.json()
+
+
+EXPECTED_RESPONSES = {
+    ("/api/v1/kv/{key}", "get"): {"200", "400", "401", "403", "404", "409", "413", "429", "503"},
+    ("/api/v1/kv/{key}", "put"): {"200", "201", "400", "401", "403", "413", "429", "503"},
+    ("/api/v1/kv/{key}", "post"): {"200", "201", "400", "401", "403", "413", "429", "503"},
+    ("/api/v1/kv/{key}", "delete"): {"204", "400", "401", "403", "404", "413", "429", "503"},
+    ("/api/v1/kv/", "get"): {"200", "400", "401", "403", "429", "503"},
+}
+
+
+def test_the_schema_describes_every_kv_operation_with_its_bodies_and_errors(schema):
+    paths = schema["paths"]
+    components = schema["components"]["schemas"]
+    for (path, method), codes in EXPECTED_RESPONSES.items():
+        operation = paths[path][method]
+        assert set(operation["responses"]) == codes, (path, method)
+        for code, response in operation["responses"].items():
+            if code.startswith(("4", "5")):
+                assert response["content"]["application/json"]["schema"]["$ref"] == "#/components/schemas/Error"
+            assert response["description"]
+    for method in ("put", "post"):
+        body = paths["/api/v1/kv/{key}"][method]["requestBody"]["content"]["application/json"]["schema"]
+        assert body["$ref"] == "#/components/schemas/KVWriteRequest"
+        assert (
+            paths["/api/v1/kv/{key}"][method]["responses"]["201"]["content"]["application/json"]["schema"]["$ref"]
+            == "#/components/schemas/KVEntry"
+        )
+    assert set(components["KVWriteRequest"]["properties"]) == {"value", "ttl"}
+    assert components["KVWriteRequest"]["required"] == ["value"]
+    assert components["KVWriteRequest"]["properties"]["ttl"]["minimum"] == 1
+    assert set(components["KVEntry"]["properties"]) == {"key", "value", "ttl"}
+    assert set(components["KVPage"]["properties"]) == {"keys", "cursor", "next"}
+    assert {parameter["name"] for parameter in paths["/api/v1/kv/"]["get"]["parameters"]} == {
+        "prefix",
+        "cursor",
+        "count",
+    }
+    key = next(p for p in paths["/api/v1/kv/{key}"]["get"]["parameters"] if p["name"] == "key")
+    assert key["in"] == "path"
+    assert "percent-encoded" in key["description"]
+
+
+def test_every_api_operation_documents_the_rate_limit(schema):
+    operations = [
+        (path, method, operation)
+        for path, methods in schema["paths"].items()
+        if path.startswith("/api/v1/")
+        for method, operation in methods.items()
+    ]
+    assert len(operations) >= 10
+    for path, method, operation in operations:
+        assert "429" in operation["responses"], (path, method)
+        assert "Retry-After" in operation["responses"]["429"]["headers"]
+        assert "Retry-After" in operation["responses"]["503"]["headers"]
+        for response in operation["responses"].values():
+            assert {"RateLimit-Policy", "RateLimit", "X-RateLimit-Remaining"} <= set(response["headers"]), (
+                path,
+                method,
+            )
