@@ -64,3 +64,8 @@ clean:
 ## bench-proxy: wrk through the proxy, direct, and through nginx to the same backend (needs wrk and nginx)
 bench-proxy: venv
 	$(PY) bench/bench_proxy.py
+
+.PHONY: bench-gateway
+## bench-gateway: wrk against GET /api/v1/kv/<key> (valid token) and /healthz through gunicorn with 2 workers, then a profile (needs wrk)
+bench-gateway: venv
+	$(PY) bench/bench_gateway.py

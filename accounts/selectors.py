@@ -19,9 +19,11 @@ ALL_KEYS_PATTERNS = ("*",)
 
 @dataclass(frozen=True)
 class RoleGrant:
-    """What one role grants: KV key globs (without their ~) and rate limit overrides."""
+    """What one role grants: permissions ("accounts.kv.read"), KV key globs (without their ~) and rate
+    limit overrides."""
 
     name: str
+    permissions: frozenset[str]
     read_patterns: tuple[str, ...]
     write_patterns: tuple[str, ...]
     rate_limit_capacity: int | None
@@ -41,8 +43,9 @@ def _globs(patterns: str) -> tuple[str, ...]:
 
 
 def user_role_grants(*, user: Any) -> tuple[RoleGrant, ...]:
-    """The grants of the user's roles (none for an anonymous user), read once per user object."""
-    if user is None or not user.is_authenticated:
+    """The grants of the user's roles (none for an anonymous or inactive user), read in one query
+    (roles joined with their permissions) once per user object."""
+    if user is None or not user.is_authenticated or not user.is_active:
         return ()
     cached: tuple[RoleGrant, ...] | None = getattr(user, _GRANTS_ATTR, None)
     if cached is None:
@@ -53,13 +56,30 @@ def user_role_grants(*, user: Any) -> tuple[RoleGrant, ...]:
             "rate_limit_capacity",
             "rate_limit_rate_num",
             "rate_limit_rate_den",
+            "permissions__content_type__app_label",
+            "permissions__codename",
         )
+        roles: dict[str, tuple[tuple[Any, ...], set[str]]] = {}
+        for *role, app_label, codename in rows:
+            _, permissions = roles.setdefault(role[0], (tuple(role), set()))
+            if codename is not None:
+                permissions.add(f"{app_label}.{codename}")
         cached = tuple(
-            RoleGrant(name, _globs(read), _globs(write), capacity, rate_num, rate_den)
-            for name, read, write, capacity, rate_num, rate_den in rows
+            RoleGrant(name, frozenset(permissions), _globs(read), _globs(write), capacity, rate_num, rate_den)
+            for (name, read, write, capacity, rate_num, rate_den), permissions in roles.values()
         )
         setattr(user, _GRANTS_ATTR, cached)
     return cached
+
+
+def user_has_permission(*, user: Any, permission: str) -> bool:
+    """user.has_perm(permission), answered from the role grants when a role grants it (the query the
+    request makes anyway), else by Django's backends (superuser, groups, user permissions)."""
+    if user is None or not user.is_authenticated:
+        return False
+    if any(permission in grant.permissions for grant in user_role_grants(user=user)):
+        return True
+    return bool(user.has_perm(permission))
 
 
 def user_rate_policy(*, user: Any, default: RatePolicy) -> RatePolicy:

@@ -434,3 +434,27 @@ def test_every_api_operation_documents_the_rate_limit(schema):
                 path,
                 method,
             )
+
+
+# -- cost
+
+
+def test_reading_a_key_makes_three_queries(alice, kv_db, django_assert_num_queries):
+    """The user, the revocation denylist, and the roles with their permissions (shared by the
+    permission check, the key patterns and the rate limit policy)."""
+    kv_db.set("k", "v")
+    with django_assert_num_queries(3):
+        assert alice.get(url("k")).status_code == 200
+
+
+def test_a_permission_from_a_django_group_still_counts(atlas_url, kv_db):
+    from django.contrib.auth.models import Group, Permission
+
+    group = Group.objects.create(name="readers")
+    group.permissions.add(Permission.objects.get(content_type__app_label="accounts", codename="kv.read"))
+    make_role("patterns-only", permissions=(), read="~*")
+    user = make_user("grouped", "patterns-only")
+    user.groups.add(group)
+    kv_db.set("k", "v")
+    assert client_for(user).get(url("k")).status_code == 200
+    assert_error(client_for(user).put(url("k"), {"value": "x"}, format="json"), 403, "permission_denied")
