@@ -61,7 +61,7 @@ def user_role_grants(*, user: Any) -> tuple[RoleGrant, ...]:
         )
         roles: dict[str, tuple[tuple[Any, ...], set[str]]] = {}
         for *role, app_label, codename in rows:
-            _, permissions = roles.setdefault(role[0], (tuple(role), set()))
+            _, permissions = roles.setdefault(str(role[0]), (tuple(role), set()))
             if codename is not None:
                 permissions.add(f"{app_label}.{codename}")
         cached = tuple(

@@ -12,6 +12,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "helios_site.settings")
@@ -33,7 +34,7 @@ from atlas import selectors as kv_selectors  # noqa: E402
 REQUESTS = int(os.environ.get("BENCH_PROFILE_REQUESTS", "2000"))
 
 # (label, function): a stage's time is the cumulative time of its function.
-STAGES = [
+STAGES: list[tuple[str, Callable[..., Any]]] = [
     ("JWT: signature and claims (PyJWT)", TokenBackend.decode),
     ("JWT: user row (SELECT user)", JWTAuthentication.get_user),
     ("JWT: revocation denylist (SELECT)", services.access_token_is_revoked),
@@ -46,7 +47,7 @@ STAGES = [
 ]
 
 
-def code_key(function: Callable[..., object]) -> tuple[str, int, str]:
+def code_key(function: Callable[..., Any]) -> tuple[str, int, str]:
     code = function.__code__
     return code.co_filename, code.co_firstlineno, code.co_name
 
