@@ -23,7 +23,8 @@ from tests.helpers import MANAGE, ManagedProcess, base_env, free_port, migrate, 
 
 pytestmark = [pytest.mark.database, pytest.mark.timeout(120)]
 
-CAPACITY = 10  # every client's bucket; one token an hour, so nothing refills during the module
+CAPACITY = 20  # every client's bucket; one token an hour, so nothing refills during the module
+CONCURRENT = 50  # at least twice CAPACITY (see the exactness test)
 PASSWORD = "e2e-gateway-password-long"
 KV_ROUTE = "/api/v1/kv/<kvkey:key>"
 
@@ -93,9 +94,12 @@ class Gateway:
 
 @pytest.fixture(scope="module")
 def gateway(tmp_path_factory):
+    """ATLAS, gunicorn and the migration start side by side (the gateway needs the database only to
+    answer requests); then the module's tests share them."""
     tmp_path = tmp_path_factory.mktemp("gateway-kv")
     atlas = Atlas(tmp_path)
-    atlas.start()
+    starting_atlas = threading.Thread(target=atlas.start)
+    starting_atlas.start()
     try:
         with scratch_database_url(tmp_path) as database_url:
             env = base_env(
@@ -107,18 +111,21 @@ def gateway(tmp_path_factory):
                 HELIOS_GATEWAY_RATE_LIMIT_DEFAULT_RATE_NUM="1",
                 HELIOS_GATEWAY_RATE_LIMIT_DEFAULT_RATE_DEN="3600",
             )
-            migrate(env)
             port = free_port()
             process = ManagedProcess(
                 [*MANAGE, "rungateway", "--listen", f"127.0.0.1:{port}", "--workers", "2"], env, tmp_path / "gw.log"
             )
             try:
+                migrate(env)
+                starting_atlas.join()
+                assert atlas.process is not None, "runatlas did not start"
                 url = f"http://127.0.0.1:{port}"
                 wait_for_http(f"{url}/healthz", process)
                 yield Gateway(url, process, atlas, tmp_path / "var" / "prometheus" / f"gateway-{port}")
             finally:
                 process.stop()
     finally:
+        starting_atlas.join()
         atlas.stop()
 
 
@@ -143,14 +150,14 @@ def test_kv_round_trip_over_http(gateway):
 
 
 def test_exactly_capacity_of_concurrent_requests_succeed_across_both_workers(gateway):
-    """40 requests at once against a bucket of 10 that does not refill: exactly 10 pass. Both workers
-    answer some, so per-worker buckets would have let more than 10 through."""
+    """50 requests at once against a bucket of 20 that does not refill: exactly 20 pass. Both workers
+    answer some, and one of them at least 25, so per-worker buckets would have let more than 20 through."""
     auth = gateway.user("bob")
     before = gateway.requests_by_worker()
-    with ThreadPoolExecutor(max_workers=40) as pool:
-        responses = list(pool.map(lambda _: fresh("GET", gateway.kv("bob-key"), headers=auth), range(40)))
+    with ThreadPoolExecutor(max_workers=CONCURRENT) as pool:
+        responses = list(pool.map(lambda _: fresh("GET", gateway.kv("bob-key"), headers=auth), range(CONCURRENT)))
     statuses = Counter(response.status_code for response in responses)
-    assert statuses == {404: CAPACITY, 429: 40 - CAPACITY}, statuses
+    assert statuses == {404: CAPACITY, 429: CONCURRENT - CAPACITY}, statuses
     for response in responses:
         if response.status_code == 429:
             assert response.json()["code"] == "throttled"
@@ -158,7 +165,7 @@ def test_exactly_capacity_of_concurrent_requests_succeed_across_both_workers(gat
             assert response.headers["X-RateLimit-Remaining"] == "0"
     after = gateway.requests_by_worker()
     answered = {pid: sum(counts.values()) - sum(before.get(pid, Counter()).values()) for pid, counts in after.items()}
-    assert sum(answered.values()) == 40, answered
+    assert sum(answered.values()) == CONCURRENT, answered
     assert len([pid for pid, count in answered.items() if count]) == 2, f"both workers should answer: {answered}"
 
 
@@ -190,7 +197,7 @@ def test_atlas_killed_mid_test_is_503_and_restarted_is_200_again(gateway):
             started = time.monotonic()
             response = fresh("PUT", gateway.kv("dora-key"), json={"value": "v"}, headers=auth)
             results.append((started, response.status_code, response.headers.get("Retry-After", "")))
-            time.sleep(0.05)
+            time.sleep(0.1)  # slow enough that the bucket (no refill) outlasts the test
 
     thread = threading.Thread(target=writer)
     thread.start()
@@ -226,4 +233,4 @@ def test_denials_are_counted_in_metrics_across_workers(gateway):
     metrics = requests.get(f"{gateway.url}/metrics", timeout=10).text
     denied = [line for line in metrics.splitlines() if line.startswith('rate_limiter_denied_total{scope="user"}')]
     assert denied, metrics[-2000:]
-    assert float(denied[0].split()[-1]) >= 40 - CAPACITY + 1
+    assert float(denied[0].split()[-1]) >= CONCURRENT - CAPACITY + 1
