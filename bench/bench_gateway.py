@@ -80,7 +80,36 @@ def run_wrk(url: str, headers: list[str]) -> tuple[float, float, float]:
     return rps, p50, p99
 
 
+def user_with_a_key(base: str) -> str:
+    """Register a user, write KEY, check that reading it is rate limited; the user's access token."""
+    credentials = {"username": "bench", "password": PASSWORD}
+    requests.post(f"{base}/api/v1/auth/register", json=credentials, timeout=30).raise_for_status()
+    token: str = requests.post(f"{base}/api/v1/auth/login", json=credentials, timeout=30).json()["token"]
+    auth = {"Authorization": f"Bearer {token}"}
+    requests.put(f"{base}/api/v1/kv/{KEY}", json={"value": "hello"}, headers=auth, timeout=30).raise_for_status()
+    check = requests.get(f"{base}/api/v1/kv/{KEY}", headers=auth, timeout=30)
+    assert check.status_code == 200, check.text
+    assert "RateLimit" in check.headers, check.headers
+    return token
+
+
+def print_medians(results: dict[str, list[tuple[float, float, float]]]) -> None:
+    print(
+        f"\nwrk -t2 -c{CONNECTIONS} -d{SECONDS}s, {ROUNDS} rounds alternating, medians "
+        "(gunicorn, 2 uvicorn workers; rate limiter on; access log off)"
+    )
+    print(f"{'target':<24}{'req/s':>10}{'p50 ms':>10}{'p99 ms':>10}")
+    medians = {}
+    for name, rounds in results.items():
+        medians[name] = tuple(statistics.median(values) for values in zip(*rounds, strict=True))
+        rps, p50, p99 = medians[name]
+        print(f"{name:<24}{rps:>10.0f}{p50:>10.2f}{p99:>10.2f}")
+    kv, floor = medians["GET /api/v1/kv/<key>"], medians["GET /healthz"]
+    print(f"\nkv/healthz: throughput {kv[0] / floor[0]:.2f}x, p50 {kv[1] / floor[1]:.2f}x, p99 {kv[2] / floor[2]:.2f}x")
+
+
 def main() -> int:
+    sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]  # rounds show as they end
     if shutil.which("wrk") is None:
         print("bench-gateway: skipped, wrk is not installed (apt-get install wrk)")
         return 0
@@ -131,14 +160,7 @@ def main() -> int:
         )
         base = f"http://127.0.0.1:{gateway_port}"
         wait_http(f"{base}/healthz", processes[-1])
-        credentials = {"username": "bench", "password": PASSWORD}
-        requests.post(f"{base}/api/v1/auth/register", json=credentials, timeout=30).raise_for_status()
-        token = requests.post(f"{base}/api/v1/auth/login", json=credentials, timeout=30).json()["token"]
-        auth = {"Authorization": f"Bearer {token}"}
-        requests.put(f"{base}/api/v1/kv/{KEY}", json={"value": "hello"}, headers=auth, timeout=30).raise_for_status()
-        check = requests.get(f"{base}/api/v1/kv/{KEY}", headers=auth, timeout=30)
-        assert check.status_code == 200, check.text
-        assert "RateLimit" in check.headers, check.headers
+        token = user_with_a_key(base)
 
         targets = {
             "GET /api/v1/kv/<key>": (f"{base}/api/v1/kv/{KEY}", ["-H", f"Authorization: Bearer {token}"]),
@@ -152,19 +174,7 @@ def main() -> int:
                 results[name].append(run_wrk(url, headers))
             print(f"round {round_number + 1}/{ROUNDS}: " + ", ".join(f"{n} {results[n][-1][0]:.0f}/s" for n in targets))
 
-        print(
-            f"\nwrk -t2 -c{CONNECTIONS} -d{SECONDS}s, {ROUNDS} rounds alternating, medians "
-            "(gunicorn, 2 uvicorn workers; rate limiter on; access log off)"
-        )
-        print(f"{'target':<24}{'req/s':>10}{'p50 ms':>10}{'p99 ms':>10}")
-        medians = {}
-        for name, rounds in results.items():
-            medians[name] = tuple(statistics.median(values) for values in zip(*rounds, strict=True))
-            rps, p50, p99 = medians[name]
-            print(f"{name:<24}{rps:>10.0f}{p50:>10.2f}{p99:>10.2f}")
-        kv, floor = medians["GET /api/v1/kv/<key>"], medians["GET /healthz"]
-        ratios = f"throughput {kv[0] / floor[0]:.2f}x, p50 {kv[1] / floor[1]:.2f}x, p99 {kv[2] / floor[2]:.2f}x"
-        print(f"\nkv/healthz: {ratios}")
+        print_medians(results)
         for process in processes[1:]:  # the profile runs in process; the gateway would only compete
             process.send_signal(signal.SIGTERM)
             process.wait(15)

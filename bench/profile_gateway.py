@@ -78,7 +78,7 @@ def main() -> None:
     print(f"{REQUESTS} requests, {plain * 1000:.2f} ms each without the profiler; share of profiled time:")
     for label, function in STAGES:
         cumulative = entries.get(code_key(function), (0, 0, 0, 0.0, None))[3]
-        print(f"  {label:<48}{100 * cumulative / total:6.1f}%   {1e6 * cumulative / REQUESTS:7.0f} us/request")
+        print(f"  {label:<56}{100 * cumulative / total:6.1f}%   {1e6 * cumulative / REQUESTS:7.0f} us/request")
     queries = sum(
         nc
         for (filename, _, name), (_, nc, _, _, _) in entries.items()
