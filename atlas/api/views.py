@@ -100,7 +100,11 @@ def store_errors(key: str | None = None) -> Iterator[None]:
 def checked_key(key: str) -> str:
     """The key from the URL, refused when too long (413) or not addressable (400)."""
     limit = kv_settings().max_key_length
-    if len(key.encode("utf-8")) > limit:
+    try:
+        size = len(key.encode("utf-8"))
+    except UnicodeEncodeError:  # a lone surrogate: no server here produces one, but never a 500
+        raise InvalidKey("Keys must be valid UTF-8.") from None
+    if size > limit:
         raise KeyTooLong(f"Keys are at most {limit} bytes of UTF-8.")
     if _CONTROL_CHARACTERS.search(key):
         raise InvalidKey("Keys may not contain control characters.")

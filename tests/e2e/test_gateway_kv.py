@@ -5,6 +5,7 @@ its port in the middle of a test."""
 from __future__ import annotations
 
 import contextlib
+import http.client
 import json
 import signal
 import threading
@@ -234,3 +235,34 @@ def test_denials_are_counted_in_metrics_across_workers(gateway):
     denied = [line for line in metrics.splitlines() if line.startswith('rate_limiter_denied_total{scope="user"}')]
     assert denied, metrics[-2000:]
     assert float(denied[0].split()[-1]) >= CONCURRENT - CAPACITY + 1
+
+
+def anonymous_remaining(port: int, source: str, forwarded: str) -> tuple[int, str]:
+    """GET /api/v1/auth/me without a token from the loopback address `source`, claiming to forward for
+    `forwarded`; (status, X-RateLimit-Remaining)."""
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30, source_address=(source, 0))
+    try:
+        connection.request("GET", "/api/v1/auth/me", headers={"X-Forwarded-For": forwarded})
+        response = connection.getresponse()
+        response.read()
+        return response.status, response.getheader("X-RateLimit-Remaining", "")
+    finally:
+        connection.close()
+
+
+def test_behind_the_helios_proxy_each_client_has_its_own_bucket(gateway, tmp_path):
+    """The proxy (on 127.0.0.1, trusted) appends the client's address; clients on 127.0.0.3 and
+    127.0.0.4 are not trusted, so what they claim in X-Forwarded-For is not believed."""
+    from tests.proxy.support import Proxy
+
+    proxy = Proxy(tmp_path, {}, args=("--backend", gateway.url))
+    try:
+        gateway_port = int(gateway.url.rsplit(":", 1)[1])
+        assert anonymous_remaining(proxy.port, "127.0.0.3", "203.0.113.50") == (401, str(CAPACITY - 1))
+        # Straight to the gateway from the same client, with the same claim: the same bucket.
+        assert anonymous_remaining(gateway_port, "127.0.0.3", "203.0.113.50") == (401, str(CAPACITY - 2))
+        assert anonymous_remaining(proxy.port, "127.0.0.3", "203.0.113.51") == (401, str(CAPACITY - 3))
+        # Another client through the proxy: a bucket of its own.
+        assert anonymous_remaining(proxy.port, "127.0.0.4", "203.0.113.50") == (401, str(CAPACITY - 1))
+    finally:
+        proxy.stop()

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from helios_site import stack
+from helios_site import config, stack
 from tests.helpers import BASE_DIR, MANAGE, base_env
 from tests.proxy.support import Backend, Proxy, upstream_section
 
@@ -170,7 +170,7 @@ def test_runproxy_refuses_a_bad_configuration_with_one_line(tmp_path):
 
 
 def test_make_run_puts_the_proxy_in_front_of_the_gateway():
-    specs = {spec.name: spec for spec in stack.stack_processes()}
+    specs = {spec.name: spec for spec in stack.stack_processes(config.load({}))}
     assert "proxy" in specs
     argv = list(specs["proxy"].argv)
     assert argv[2] == "runproxy"
