@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from rest_framework import exceptions, status
+from rest_framework import exceptions
 from rest_framework.request import Request
 from rest_framework.throttling import BaseThrottle, SimpleRateThrottle
 
@@ -18,17 +18,14 @@ from accounts.conf import rate_limit_settings
 from accounts.ratelimit import DENIED, attach_decision, bucket_identity, rate_limiter
 from accounts.selectors import user_rate_policy
 from atlas.client import AtlasUnavailable
+from helios_site.errors import ServiceUnavailable
 
-RETRY_AFTER_SECONDS = 1
 
-
-class RateLimiterUnavailable(exceptions.APIException):
+class RateLimiterUnavailable(ServiceUnavailable):
     """The limiter fails closed and ATLAS does not answer."""
 
-    status_code = status.HTTP_503_SERVICE_UNAVAILABLE
     default_detail = "The rate limiter is unavailable; retry later."
     default_code = "rate_limiter_unavailable"
-    wait = RETRY_AFTER_SECONDS  # DRF's exception handler turns it into Retry-After
 
 
 class AtlasRateThrottle(BaseThrottle):

@@ -15,7 +15,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -24,6 +23,7 @@ import time
 from pathlib import Path
 
 import requests
+from bench_proxy import free_port, to_ms, wait_port
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 MANAGE = [sys.executable, str(BASE_DIR / "manage.py")]
@@ -33,12 +33,6 @@ CONNECTIONS = int(os.environ.get("BENCH_CONNECTIONS", "32"))
 WRK = ["wrk", "-t2", f"-c{CONNECTIONS}", f"-d{SECONDS}s", "--latency"]
 PASSWORD = "bench-password-long-enough"  # noqa: S105 - a throwaway user of a throwaway database
 KEY = "bench:greeting"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def wait_http(url: str, process: subprocess.Popen[bytes], timeout: float = 60.0) -> None:
@@ -52,22 +46,6 @@ def wait_http(url: str, process: subprocess.Popen[bytes], timeout: float = 60.0)
         except requests.RequestException:
             time.sleep(0.1)
     raise SystemExit(f"{url} did not answer")
-
-
-def wait_port(port: int, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise SystemExit(f"port {port} did not open")
-
-
-def to_ms(text: str) -> float:
-    number, unit = re.match(r"([\d.]+)(us|ms|s)", text).groups()  # type: ignore[union-attr]
-    return float(number) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
 
 
 def run_wrk(url: str, headers: list[str]) -> tuple[float, float, float]:

@@ -32,45 +32,26 @@ from atlas.client import AtlasNotConfigured, AtlasUnavailable
 from atlas.conf import kv_settings
 from atlas.kv import KeyHoldsOtherType, ValueNotText
 from helios_site.api import LimitedJSONParser
+from helios_site.errors import ServiceUnavailable
 
 logger = logging.getLogger(__name__)
 
-RETRY_AFTER_SECONDS = 1
 READ = require(KV_READ)
 WRITE = require(KV_WRITE)
 _CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 
-class KeyTooLong(exceptions.APIException):
-    status_code = status.HTTP_413_REQUEST_ENTITY_TOO_LARGE
-    default_code = "key_too_long"
+class KVError(exceptions.APIException):
+    """An answer of the KV API other than DRF's own: status and code are given where it is raised."""
+
+    def __init__(self, status_code: int, detail: str, code: str) -> None:
+        super().__init__(detail, code)
+        self.status_code = status_code
 
 
-class ValueTooLarge(exceptions.APIException):
-    status_code = status.HTTP_413_REQUEST_ENTITY_TOO_LARGE
-    default_code = "value_too_large"
-
-
-class InvalidKey(exceptions.APIException):
-    status_code = status.HTTP_400_BAD_REQUEST
-    default_code = "invalid_key"
-
-
-class KeyNotAllowed(exceptions.APIException):
-    status_code = status.HTTP_403_FORBIDDEN
-    default_code = "key_not_allowed"
-
-
-class KeyConflict(exceptions.APIException):
-    status_code = status.HTTP_409_CONFLICT
-    default_code = "wrong_type"
-
-
-class StoreUnavailable(exceptions.APIException):
-    status_code = status.HTTP_503_SERVICE_UNAVAILABLE
+class StoreUnavailable(ServiceUnavailable):
     default_detail = "The key-value store is unavailable; retry later."
     default_code = "atlas_unavailable"
-    wait = RETRY_AFTER_SECONDS  # DRF's exception handler turns it into Retry-After
 
 
 class KVJSONParser(LimitedJSONParser):
@@ -89,9 +70,9 @@ def store_errors(key: str | None = None) -> Iterator[None]:
         logger.warning("KV call failed: %s", exc, extra={"action": "kv_atlas_unavailable"})
         raise StoreUnavailable() from exc
     except KeyHoldsOtherType:
-        raise KeyConflict(f"Key {key!r} holds a value that is not a string.") from None
+        raise KVError(409, f"Key {key!r} holds a value that is not a string.", "wrong_type") from None
     except ValueNotText:
-        raise KeyConflict(f"Key {key!r} holds bytes that are not UTF-8 text.", code="value_not_text") from None
+        raise KVError(409, f"Key {key!r} holds bytes that are not UTF-8 text.", "value_not_text") from None
     except redis.exceptions.RedisError as exc:  # an error reply we did not expect: still not a 500
         logger.error("KV call got an unexpected error: %s", exc, extra={"action": "kv_atlas_error"})
         raise StoreUnavailable() from exc
@@ -103,13 +84,15 @@ def checked_key(key: str) -> str:
     try:
         size = len(key.encode("utf-8"))
     except UnicodeEncodeError:  # a lone surrogate: no server here produces one, but never a 500
-        raise InvalidKey("Keys must be valid UTF-8.") from None
+        raise KVError(400, "Keys must be valid UTF-8.", "invalid_key") from None
     if size > limit:
-        raise KeyTooLong(f"Keys are at most {limit} bytes of UTF-8.")
+        raise KVError(413, f"Keys are at most {limit} bytes of UTF-8.", "key_too_long")
     if _CONTROL_CHARACTERS.search(key):
-        raise InvalidKey("Keys may not contain control characters.")
+        raise KVError(400, "Keys may not contain control characters.", "invalid_key")
     if any(segment in {".", ".."} for segment in key.split("/")):
-        raise InvalidKey("Keys may not have . or .. as a /-separated segment (clients rewrite such paths).")
+        raise KVError(
+            400, "Keys may not have . or .. as a /-separated segment (clients rewrite such paths).", "invalid_key"
+        )
     return key
 
 
@@ -117,13 +100,22 @@ def key_url(key: str) -> str:
     return reverse("kv-key", kwargs={"key": key})
 
 
+def authorized_key(request: Request, key: str, *, write: bool) -> str:
+    """The key from the URL once it is valid and the caller's roles let them read (write) it."""
+    key = checked_key(key)
+    _require_access(user_key_access(user=request.user), key, write=write)
+    return key
+
+
 def _require_access(access: KeyAccess, key: str, *, write: bool) -> None:
     if write and not access.can_write(key):
         rule = KeyAccess.describe(access.write_patterns)
-        raise KeyNotAllowed(f"Writing key {key!r} needs a role write key pattern that matches it; yours: {rule}.")
+        detail = f"Writing key {key!r} needs a role write key pattern that matches it; yours: {rule}."
+        raise KVError(403, detail, "key_not_allowed")
     if not write and not access.can_read(key):
         rule = KeyAccess.describe(access.read_patterns)
-        raise KeyNotAllowed(f"Reading key {key!r} needs a role read key pattern that matches it; yours: {rule}.")
+        detail = f"Reading key {key!r} needs a role read key pattern that matches it; yours: {rule}."
+        raise KVError(403, detail, "key_not_allowed")
 
 
 def _error(description: str) -> OpenApiResponse:
@@ -155,6 +147,16 @@ KEY_TOO_LONG = _error(
     "The key is longer than gateway.kv.max_key_length (`key_too_long`), or the value larger "
     "than gateway.kv.max_value_size (`value_too_large`)."
 )
+WRITE_RESPONSES = {
+    200: OpenApiResponse(serializers.KVEntrySerializer, description="Replaced an existing key."),
+    201: OpenApiResponse(serializers.KVEntrySerializer, description="Created the key (Location names it)."),
+    400: _error("Malformed JSON, a missing, unknown or mistyped field, a ttl out of range, or a bad key."),
+    401: UNAUTHORIZED,
+    403: FORBIDDEN_WRITE,
+    413: KEY_TOO_LONG,
+    503: UNAVAILABLE,
+}
+NOT_FOUND = _error("The key does not exist (`not_found`).")
 CONFLICT = _error("The key holds a non-string value (`wrong_type`) or bytes that are not UTF-8 (`value_not_text`).")
 
 
@@ -174,7 +176,7 @@ class KVKeyView(RateLimitFirstMixin, APIView):
             400: BAD_KEY,
             401: UNAUTHORIZED,
             403: FORBIDDEN_READ,
-            404: _error("The key does not exist (`not_found`)."),
+            404: NOT_FOUND,
             409: CONFLICT,
             413: KEY_TOO_LONG,
             503: UNAVAILABLE,
@@ -183,8 +185,7 @@ class KVKeyView(RateLimitFirstMixin, APIView):
         summary="Read a key: its value and seconds to live (-1: no expiry)",
     )
     def get(self, request: Request, key: str) -> Response:
-        key = checked_key(key)
-        _require_access(user_key_access(user=request.user), key, write=False)
+        key = authorized_key(request, key, write=False)
         with store_errors(key):
             entry = selectors.kv_get(key=key)
         if entry is None:
@@ -195,29 +196,20 @@ class KVKeyView(RateLimitFirstMixin, APIView):
         operation_id="kv_put",
         parameters=[KEY_PARAMETER],
         request=serializers.KVWriteSerializer,
-        responses={
-            200: OpenApiResponse(serializers.KVEntrySerializer, description="Replaced an existing key."),
-            201: OpenApiResponse(serializers.KVEntrySerializer, description="Created the key (Location names it)."),
-            400: _error("Malformed JSON, a missing, unknown or mistyped field, a ttl out of range, or a bad key."),
-            401: UNAUTHORIZED,
-            403: FORBIDDEN_WRITE,
-            413: KEY_TOO_LONG,
-            503: UNAVAILABLE,
-        },
+        responses=WRITE_RESPONSES,
         examples=[OpenApiExample("with a TTL", value={"value": "hello", "ttl": 3600}, request_only=True)],
         tags=["kv"],
         summary="Create or replace a key (201 created, 200 replaced)",
     )
     def put(self, request: Request, key: str) -> Response:
-        key = checked_key(key)
-        _require_access(user_key_access(user=request.user), key, write=True)
+        key = authorized_key(request, key, write=True)
         body = serializers.KVWriteSerializer(data=request.data)
         body.is_valid(raise_exception=True)
         value: str = body.validated_data["value"]
         ttl: int | None = body.validated_data.get("ttl")
         limit = kv_settings().max_value_size
         if len(value.encode("utf-8")) > limit:
-            raise ValueTooLarge(f"Values are at most {limit} bytes of UTF-8.")
+            raise KVError(413, f"Values are at most {limit} bytes of UTF-8.", "value_too_large")
         with store_errors(key):
             created = services.kv_set(key=key, value=value, ttl=ttl)
         data = serializers.KVEntrySerializer({"key": key, "value": value, "ttl": ttl or -1}).data
@@ -229,15 +221,7 @@ class KVKeyView(RateLimitFirstMixin, APIView):
         operation_id="kv_post",
         parameters=[KEY_PARAMETER],
         request=serializers.KVWriteSerializer,
-        responses={
-            200: OpenApiResponse(serializers.KVEntrySerializer, description="Replaced an existing key."),
-            201: OpenApiResponse(serializers.KVEntrySerializer, description="Created the key (Location names it)."),
-            400: _error("Malformed JSON, a missing, unknown or mistyped field, a ttl out of range, or a bad key."),
-            401: UNAUTHORIZED,
-            403: FORBIDDEN_WRITE,
-            413: KEY_TOO_LONG,
-            503: UNAVAILABLE,
-        },
+        responses=WRITE_RESPONSES,
         tags=["kv"],
         summary="Create or replace a key: the same as PUT",
     )
@@ -252,7 +236,7 @@ class KVKeyView(RateLimitFirstMixin, APIView):
             400: BAD_KEY,
             401: UNAUTHORIZED,
             403: FORBIDDEN_WRITE,
-            404: _error("The key does not exist (`not_found`)."),
+            404: NOT_FOUND,
             413: KEY_TOO_LONG,
             503: UNAVAILABLE,
         },
@@ -260,8 +244,7 @@ class KVKeyView(RateLimitFirstMixin, APIView):
         summary="Delete a key",
     )
     def delete(self, request: Request, key: str) -> Response:
-        key = checked_key(key)
-        _require_access(user_key_access(user=request.user), key, write=True)
+        key = authorized_key(request, key, write=True)
         with store_errors(key):
             deleted = services.kv_delete(key=key)
         if not deleted:

@@ -11,6 +11,7 @@ import redis
 from rest_framework.test import APIClient
 
 from tests.gateway import client_for, make_role, make_user, reset_gateway_caches
+from tests.helpers import assert_error, free_port
 
 pytestmark = pytest.mark.django_db
 
@@ -30,15 +31,6 @@ def kv_db(atlas_url, atlas_server):
 @pytest.fixture
 def alice(atlas_url):
     return client_for(make_user("alice", "user"))
-
-
-def assert_error(response, status, code):
-    assert response.status_code == status, response.content
-    body = response.json()
-    assert body["code"] == code, body
-    assert isinstance(body["detail"], str)
-    assert body["detail"]
-    return body
 
 
 # -- create, read, replace, delete
@@ -350,8 +342,6 @@ def test_empty_patterns_allow_no_key_and_superusers_any(atlas_url, kv_db):
 
 
 def test_unreachable_atlas_is_503_with_retry_after_never_500(atlas_url, monkeypatch):
-    from tests.helpers import free_port
-
     client = client_for(make_user("carol", "user"))
     monkeypatch.setenv("HELIOS_ATLAS_URL", f"redis://127.0.0.1:{free_port()}/0")
     monkeypatch.setenv("HELIOS_ATLAS_RETRY_BACKOFF", "0")
