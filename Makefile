@@ -76,3 +76,8 @@ soak-raft: venv
 ## bench-raft: committed proposals/s through the core (perfect network) and storage appends/s with fsync batching
 bench-raft: venv
 	$(PY) -m raft.bench
+
+.PHONY: bench-gateway
+## bench-gateway: wrk against GET /api/v1/kv/<key> (valid token) and /healthz through gunicorn with 2 workers, then a profile (needs wrk)
+bench-gateway: venv
+	$(PY) bench/bench_gateway.py

@@ -49,8 +49,12 @@ class RequestBodyTooLarge(exceptions.APIException):
 class LimitedJSONParser(JSONParser):
     """JSONParser that reads at most DATA_UPLOAD_MAX_MEMORY_SIZE bytes, whatever the client says."""
 
+    def body_limit(self) -> int:
+        """The largest body this parser reads; subclasses raise it for endpoints with large bodies."""
+        return int(settings.DATA_UPLOAD_MAX_MEMORY_SIZE)
+
     def parse(self, stream: Any, media_type: str | None = None, parser_context: Mapping[str, Any] | None = None) -> Any:
-        limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+        limit = self.body_limit()
         body = stream.read(limit + 1) if stream is not None else b""
         if len(body) > limit:
             raise RequestBodyTooLarge()

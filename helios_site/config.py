@@ -8,6 +8,7 @@ A bad value raises ConfigError, whose message is one line naming the setting and
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from collections.abc import Callable, Mapping
@@ -244,6 +245,61 @@ PROXY_SCHEMA: tuple[Setting, ...] = (
     Setting("proxy.log_level", parse_choice("debug", "info", "warning", "error"), "info"),
 )
 SCHEMA = SCHEMA + PROXY_SCHEMA
+
+
+# -- gateway: the KV API, the rate limiter, trusted proxies, and how the gateway calls ATLAS.
+
+
+def parse_networks(raw: Any) -> list[str]:
+    """IP addresses or CIDR networks (a YAML list, or comma-separated from the environment)."""
+    networks = []
+    for item in parse_string_list(raw):
+        try:
+            networks.append(str(ipaddress.ip_network(item, strict=False)))
+        except ValueError:
+            raise ValueError(f"expected IP addresses or networks such as 10.0.0.0/8, got {item!r}") from None
+    return networks
+
+
+def non_negative_duration(raw: Any) -> float:
+    """A duration that may be 0 ('0', '0s'), for backoffs that can be switched off."""
+    if str(raw).strip() in {"0", "0s", "0ms", "0.0"}:
+        return 0.0
+    return parse_duration(raw)
+
+
+GATEWAY_SCHEMA: tuple[Setting, ...] = (
+    Setting(
+        "gateway.trusted_proxies",
+        parse_networks,
+        "127.0.0.1,::1",
+        help="peers whose X-Forwarded-For is believed (the HELIOS proxy runs on loopback)",
+    ),
+    Setting("gateway.kv.database", non_negative_int, 1, help="ATLAS database of the KV API (0 holds Django's cache)"),
+    Setting("gateway.kv.max_value_size", parse_size, "1mb", help="UTF-8 bytes of a value (413 beyond)"),
+    Setting("gateway.kv.max_key_length", positive_int, 512, help="UTF-8 bytes of a key (413 beyond)"),
+    Setting("gateway.kv.max_list_count", positive_int, 1000, help="largest ?count= of a listing"),
+    Setting("gateway.rate_limit.enabled", parse_bool, True, help="needs atlas.url; off without it"),
+    Setting("gateway.rate_limit.default_capacity", positive_int, 100, help="bucket size: requests in a burst"),
+    Setting("gateway.rate_limit.default_rate_num", positive_int, 20, help="refill: rate_num tokens ..."),
+    Setting("gateway.rate_limit.default_rate_den", positive_int, 1, help="... per rate_den seconds"),
+    Setting(
+        "gateway.rate_limit.fail_mode",
+        parse_choice("open", "closed"),
+        "open",
+        help="ATLAS unreachable: let requests through (open) or refuse them with 503 (closed)",
+    ),
+    Setting("gateway.rate_limit.timeout", parse_duration, "250ms", help="bound of one CL.THROTTLE call"),
+    Setting("atlas.connect_timeout", parse_duration, "1s", help="client-side bound of connecting to ATLAS"),
+    Setting(
+        "atlas.retry_attempts",
+        non_negative_int,
+        2,
+        help="retries of a call after a lost connection or a leader change (not after a timeout)",
+    ),
+    Setting("atlas.retry_backoff", non_negative_duration, "50ms", help="first retry delay, doubled for each retry"),
+)
+SCHEMA = SCHEMA + GATEWAY_SCHEMA
 
 _SCHEMA_BY_PATH = {setting.path: setting for setting in SCHEMA}
 
