@@ -57,7 +57,7 @@ class Job(models.Model):
     finished_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
-        ordering = ["-created_at"]
+        ordering = ["-created_at", "id"]  # bulk-enqueued jobs share created_at: id keeps pages stable
         indexes = [
             # The claim: due PENDING jobs by priority then age (the queue filter applies on the way).
             # Also what an idle worker reads to find when the next scheduled job is due.
