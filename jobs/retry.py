@@ -11,7 +11,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, field
 
-from jobs.exceptions import PermanentFailure
+from jobs.exceptions import JobTimeout, PermanentFailure
 
 
 @dataclass(frozen=True)
@@ -30,13 +30,14 @@ class RetryStrategy:
     base_delay: the wait before the first retry (before jitter), in seconds.
     factor: how much each further wait grows.
     max_delay: the longest wait, in seconds.
-    retry_on: the exception types worth retrying; anything else (and PermanentFailure) is final.
+    retry_on: the exception types worth retrying (by default every Exception, and timeouts);
+        anything else, and PermanentFailure, is final.
     """
 
     base_delay: float = 1.0
     factor: float = 2.0
     max_delay: float = 600.0
-    retry_on: tuple[type[BaseException], ...] = field(default=(Exception,))
+    retry_on: tuple[type[BaseException], ...] = field(default=(Exception, JobTimeout))
 
     def __post_init__(self) -> None:
         if self.base_delay < 0 or self.max_delay < 0 or self.factor < 1:

@@ -5,8 +5,9 @@
   workers exactly when it becomes visible. If the connection drops, the worker falls back to
   polling and reconnects with backoff.
 - SQLite has no notifications; `PRAGMA data_version` changes whenever another connection commits,
-  and reading it costs microseconds without taking a lock. When it changes and a due job exists
-  (a read, also lock-free in WAL mode), the worker is woken.
+  and reading it costs microseconds without taking a lock. When it changes, the watcher reads (a
+  lock-free read in WAL mode) whether a job is due, and otherwise when the next one will be: the
+  worker wakes now, or plans to wake then (a retry or a countdown enqueued by anyone).
 
 Either way the worker also polls every worker.poll_interval, which alone would be enough.
 """
@@ -17,6 +18,7 @@ import contextlib
 import logging
 import threading
 from collections.abc import Callable, Sequence
+from datetime import datetime
 from typing import Protocol
 
 from django.db import DatabaseError, connection
@@ -43,10 +45,13 @@ class _WakerThread(threading.Thread):
     """A daemon thread calling `on_wake` when work may be there. It uses django.db.connection,
     which is per thread: a connection of its own."""
 
-    def __init__(self, name: str, queues: Sequence[str], on_wake: Callable[[], None]) -> None:
+    def __init__(
+        self, name: str, queues: Sequence[str], on_wake: Callable[[], None], on_due: Callable[[datetime], None]
+    ) -> None:
         super().__init__(name=name, daemon=True)
         self.queues = tuple(queues)
         self.on_wake = on_wake
+        self.on_due = on_due
         self._stopped = threading.Event()
 
     def stop(self) -> None:
@@ -61,8 +66,12 @@ class _WakerThread(threading.Thread):
 class PostgresListener(_WakerThread):
     """LISTEN helios_jobs; a notification names a queue, and wakes the worker if it serves it."""
 
-    def __init__(self, queues: Sequence[str], on_wake: Callable[[], None]) -> None:
-        super().__init__("jobs-listen", queues, on_wake)
+    def __init__(
+        self, queues: Sequence[str], on_wake: Callable[[], None], on_due: Callable[[datetime], None]
+    ) -> None:
+        # A notification says "something became PENDING": the worker's claim, and its look at the
+        # next scheduled job when the claim comes back empty, do the rest. on_due is not needed.
+        super().__init__("jobs-listen", queues, on_wake, on_due)
         self.connected = threading.Event()
 
     def run(self) -> None:
@@ -100,9 +109,13 @@ class SqliteChangeWatcher(_WakerThread):
     """Wakes the worker when another connection committed and a due job of its queues exists."""
 
     def __init__(
-        self, queues: Sequence[str], on_wake: Callable[[], None], interval: float = SQLITE_CHECK_SECONDS
+        self,
+        queues: Sequence[str],
+        on_wake: Callable[[], None],
+        on_due: Callable[[datetime], None],
+        interval: float = SQLITE_CHECK_SECONDS,
     ) -> None:
-        super().__init__("jobs-watch", queues, on_wake)
+        super().__init__("jobs-watch", queues, on_wake, on_due)
         self.interval = interval
 
     def run(self) -> None:
@@ -115,15 +128,26 @@ class SqliteChangeWatcher(_WakerThread):
                 version = int(row[0]) if row else 0
                 if version != last_version:
                     last_version = version
-                    if queue.due_job_exists(queues=self.queues, now=timezone.now()):
-                        self.on_wake()
+                    self._look()
             except DatabaseError as exc:
                 logger.warning("change watcher: %s", exc, extra={"action": "watch_failed"})
                 self._close()
         self._close()
 
 
-def waker_for(vendor: str, queues: Sequence[str], on_wake: Callable[[], None]) -> Waker:
+    def _look(self) -> None:
+        now = timezone.now()
+        if queue.due_job_exists(queues=self.queues, now=now):
+            self.on_wake()
+            return
+        due = queue.next_run_at(queues=self.queues)
+        if due is not None:
+            self.on_due(due)
+
+
+def waker_for(
+    vendor: str, queues: Sequence[str], on_wake: Callable[[], None], on_due: Callable[[datetime], None]
+) -> Waker:
     if vendor == "postgresql":
-        return PostgresListener(queues, on_wake)
-    return SqliteChangeWatcher(queues, on_wake)
+        return PostgresListener(queues, on_wake, on_due)
+    return SqliteChangeWatcher(queues, on_wake, on_due)

@@ -133,6 +133,8 @@ class Worker:
         self._hurry = False
         self._exit_code = EXIT_OK
         self._heartbeat_stop = threading.Event()
+        self._due_lock = threading.Lock()
+        self._due_at: float | None = None  # monotonic: a job of ours falls due then (a retry, a countdown)
         self._db_retry_delay = DB_RETRY_FIRST_SECONDS
 
     # -- signals and wake-ups ----------------------------------------------------------------
@@ -153,6 +155,19 @@ class Worker:
     def _on_new_work(self) -> None:
         self._work_hint.set()
         self._wake.set()
+
+    def _on_due(self, due: datetime) -> None:
+        self._plan_wake(time.monotonic() + max((due - timezone.now()).total_seconds(), 0.0))
+
+    def _plan_wake(self, at: float) -> None:
+        with self._due_lock:
+            self._due_at = at if self._due_at is None else min(self._due_at, at)
+        self._wake.set()
+
+    def _take_due(self) -> float:
+        with self._due_lock:
+            due, self._due_at = self._due_at, None
+        return float("inf") if due is None else due
 
     @property
     def stopping(self) -> bool:
@@ -175,7 +190,7 @@ class Worker:
             for slot in self._slots
         ]
         heartbeat = threading.Thread(target=self._heartbeat_loop, name="jobs-heartbeat", daemon=True)
-        waker = wakeup.waker_for(connection.vendor, self.settings.queues, self._on_new_work)
+        waker = wakeup.waker_for(connection.vendor, self.settings.queues, self._on_new_work, self._on_due)
         for thread in [*threads, heartbeat]:
             thread.start()
         waker.start()
@@ -217,6 +232,7 @@ class Worker:
             self._wake.clear()
             self._collect_outcomes()
             self._enforce_timeouts()
+            next_poll = min(next_poll, self._take_due())
             now = time.monotonic()
             want = capacity - (self._held() - len(self._unrecorded))
             claim = want > 0 and (maybe_more or self._work_hint.is_set() or now >= next_poll)
@@ -487,6 +503,7 @@ class Worker:
                 extra={"action": "job_lost", **extra},
             )
         elif label == "retried" and decision is not None:
+            self._plan_wake(time.monotonic() + decision.delay)
             logger.warning(
                 "job %s (%s) failed on attempt %d of %d: %s; retrying in %.2fs",
                 job.id,
