@@ -237,6 +237,8 @@ def task(
 
     def wrap(function: Callable[..., Any]) -> Task:
         task_name = name or f"{function.__module__}.{function.__qualname__}"
+        if name is None and "<locals>" in task_name:
+            raise ValueError(f"{task_name}: a function defined inside another needs a name: @task(name=...)")
         if not TASK_NAME.match(task_name):
             raise ValueError(f"task name {task_name!r}: use 1-128 of [A-Za-z0-9_.:-]")
         if max_attempts is not None and max_attempts < 1:

@@ -94,8 +94,11 @@ class JobListView(APIView):
             raise ValidationError({"jobs": [f"At most {serializers.MAX_JOBS_PER_REQUEST} jobs per request."]})
         body = serializers.EnqueueSerializer(data=items, many=True)
         if not body.is_valid():
-            index, errors = next((i, e) for i, e in enumerate(body.errors) if e)
-            raise ValidationError({f"jobs[{index}]": errors})
+            errors = body.errors
+            # Per item: a list with an entry for each, or (newer DRF) a dict of the failing ones.
+            failing = sorted(errors.items()) if isinstance(errors, dict) else [(i, e) for i, e in enumerate(errors)]
+            index, first = next((int(i), e) for i, e in failing if e)
+            raise ValidationError({f"jobs[{index}].{field}": messages for field, messages in first.items()})
         specs = [serializers.spec_from(data, request.user) for data in body.validated_data]
         try:
             enqueued = services.job_enqueue_many(specs=specs)
