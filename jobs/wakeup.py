@@ -66,9 +66,7 @@ class _WakerThread(threading.Thread):
 class PostgresListener(_WakerThread):
     """LISTEN helios_jobs; a notification names a queue, and wakes the worker if it serves it."""
 
-    def __init__(
-        self, queues: Sequence[str], on_wake: Callable[[], None], on_due: Callable[[datetime], None]
-    ) -> None:
+    def __init__(self, queues: Sequence[str], on_wake: Callable[[], None], on_due: Callable[[datetime], None]) -> None:
         # A notification says "something became PENDING": the worker's claim, and its look at the
         # next scheduled job when the claim comes back empty, do the rest. on_due is not needed.
         super().__init__("jobs-listen", queues, on_wake, on_due)
@@ -133,7 +131,6 @@ class SqliteChangeWatcher(_WakerThread):
                 logger.warning("change watcher: %s", exc, extra={"action": "watch_failed"})
                 self._close()
         self._close()
-
 
     def _look(self) -> None:
         now = timezone.now()
