@@ -34,7 +34,7 @@ import traceback
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from queue import SimpleQueue
+from queue import Empty, SimpleQueue
 from types import FrameType
 from typing import Any
 from uuid import UUID
@@ -64,6 +64,29 @@ DB_RETRY_MAX_SECONDS = 5.0
 # When due jobs exist but the claim got none (another worker holds their row locks), look again soon.
 BUSY_RECHECK_SECONDS = 0.05
 MAX_ERROR_CHARS = 64 * 1024
+
+
+class _Wakeup:
+    """Like threading.Event for one waiter, but set() is safe in a signal handler.
+
+    Event.set() takes the Event's lock; a signal landing while the main thread holds it (in
+    clear() or wait()) would deadlock the handler against its own thread. SimpleQueue.put is
+    reentrant, made to be called from signal handlers.
+    """
+
+    def __init__(self) -> None:
+        self._calls: SimpleQueue[None] = SimpleQueue()
+
+    def set(self) -> None:
+        self._calls.put(None)
+
+    def clear(self) -> None:
+        while not self._calls.empty():
+            self._calls.get_nowait()
+
+    def wait(self, timeout: float) -> None:
+        with contextlib.suppress(Empty):
+            self._calls.get(timeout=max(timeout, 0.0))
 
 
 class MetricsUnavailable(Exception):
@@ -127,9 +150,10 @@ class Worker:
         self._unrecorded: list[Outcome] = []
         self._inflight: dict[UUID, ClaimedJob] = {}
         self._inflight_lock = threading.Lock()
-        self._wake = threading.Event()
+        self._wake = _Wakeup()
         self._work_hint = threading.Event()
         self._stop_requested_at: float | None = None
+        self._stop_reason = ""
         self._hurry = False
         self._exit_code = EXIT_OK
         self._heartbeat_stop = threading.Event()
@@ -140,13 +164,15 @@ class Worker:
     # -- signals and wake-ups ----------------------------------------------------------------
 
     def request_stop(self, reason: str = "requested") -> None:
+        """Stop claiming and shut down; a second request a second or more later skips the grace
+        period. Safe in a signal handler: it only sets attributes and wakes the main loop, which
+        does the logging."""
         now = time.monotonic()
         if self._stop_requested_at is None:
+            self._stop_reason = reason
             self._stop_requested_at = now
-            logger.info("stopping (%s): no new jobs", reason, extra={"action": "worker_stopping"})
         elif now - self._stop_requested_at >= HURRY_AFTER_SECONDS:
             self._hurry = True
-            logger.info("stopping now: in-flight jobs are released", extra={"action": "worker_hurry"})
         self._wake.set()
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
@@ -206,6 +232,7 @@ class Worker:
         )
         try:
             self._serve()
+            logger.info("stopping (%s): no new jobs", self._stop_reason, extra={"action": "worker_stopping"})
             self._drain_and_release()
         finally:
             waker.stop()
@@ -588,6 +615,8 @@ class Worker:
             if self._unrecorded:
                 self._round(0)
             self._wake.wait(max(0.0, min(deadline, self._wait_until(deadline)) - time.monotonic()))
+        if self._hurry:
+            logger.info("stopping now: unfinished jobs are released", extra={"action": "worker_hurry"})
         self._collect_outcomes()
         if self._unrecorded:
             self._round(0)

@@ -206,7 +206,8 @@ class Workers:
             f"127.0.0.1:{port}",
             *args,
         ]
-        process = ManagedProcess(argv, {**self.env, **(env or {})}, self.log_dir / f"{worker_id}.log")
+        process_env = {**self.env, "PYTHONFAULTHANDLER": "1", **(env or {})}
+        process = ManagedProcess(argv, process_env, self.log_dir / f"{worker_id}.log")
         self.started.append(process)
         if wait:
             self.wait_started(process)
@@ -222,10 +223,21 @@ class Workers:
         wait_until(started, "the worker to start", timeout=60, processes=[process])
 
     def stop_all(self) -> None:
-        for process in self.started:  # all at once: each takes a moment to stop gracefully
+        """SIGTERM every worker at once; one that does not stop within 10s is a bug: its threads'
+        stacks are dumped into its log (faulthandler, on SIGABRT) and the teardown fails."""
+        for process in self.started:
             process.signal(signal.SIGTERM)
+        hung = []
+        for process in self.started:
+            try:
+                process.process.wait(10)
+            except subprocess.TimeoutExpired:
+                process.signal(signal.SIGABRT)
+                hung.append(process)
         for process in self.started:
             process.stop()
+        if hung:
+            raise AssertionError("\n".join(f"{p.log_path.name} ignored SIGTERM:\n{p.output()[-6000:]}" for p in hung))
 
 
 def log_actions(process: ManagedProcess) -> list[dict[str, Any]]:
