@@ -55,3 +55,8 @@ check: venv-dev
 
 clean:
 	rm -rf $(VENV) var
+
+## bench-jobs: the job queue on SQLite and PostgreSQL against Celery on Redis (run alone: flock /tmp/helios-bench.lock make bench-jobs)
+.PHONY: bench-jobs
+bench-jobs: venv
+	$(PY) benchmarks/jobs_bench.py $(BENCH_ARGS)

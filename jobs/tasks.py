@@ -9,8 +9,6 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
-import requests
-
 from jobs import conf
 from jobs.exceptions import PermanentFailure
 from jobs.registry import task
@@ -85,6 +83,8 @@ def http(
     """GET or POST (JSON `body`) a URL: a webhook. 5xx, 429 and network errors are retried; other
     4xx are final (PermanentFailure). Redirects are not followed. Returns the status and the body's
     first 4 KiB."""
+    import requests  # here, not at the top: the gateway imports this module and never calls it
+
     parts = urlsplit(url)
     _refuse_private_address(parts.hostname or "", parts.port or (443 if parts.scheme == "https" else 80))
     response = requests.request(

@@ -69,6 +69,11 @@ class ScratchDB:
             job["result"] = json.loads(job["result"])
         return job
 
+    def job_in(self, job_id: str, status: str) -> dict[str, Any] | None:
+        """The job if it has this status, else None (for wait_until)."""
+        job = self.job(job_id)
+        return job if job["status"] == status else None
+
     def statuses(self, queue: str) -> dict[str, int]:
         return dict(self.rows("SELECT status, COUNT(*) FROM jobs_job WHERE queue = %s GROUP BY status", [queue]))
 
