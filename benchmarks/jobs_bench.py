@@ -67,9 +67,8 @@ class HeliosRun:
         self.workers: list[subprocess.Popen[bytes]] = []
 
     def start_workers(self) -> None:
-        env = clean_env(
-            DATABASE_URL=self.url, HELIOS_VAR_DIR=str(self.log_dir / "var"), HELIOS_GATEWAY_LOG_LEVEL="warning"
-        )
+        # INFO: the bench waits for each worker's "worker_started" line (jobs themselves log at DEBUG).
+        env = clean_env(DATABASE_URL=self.url, HELIOS_VAR_DIR=str(self.log_dir / "var"))
         for i in range(WORKERS):
             log = open(self.log_dir / f"worker-{i}.log", "ab")  # noqa: SIM115 - closed with the process
             argv = [*MANAGE, "runworker", "--worker-id", f"bench-{i}", "--concurrency", str(CONCURRENCY)]
