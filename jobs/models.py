@@ -48,7 +48,9 @@ class Job(models.Model):
         settings.AUTH_USER_MODEL,
         null=True,
         blank=True,
-        on_delete=models.SET_NULL,
+        # Jobs belong to their owner: deleting the user deletes them. (SET_NULL would turn two
+        # users' jobs with the same idempotency key into two colliding jobs without an owner.)
+        on_delete=models.CASCADE,
         related_name="jobs",
         db_index=False,  # jobs_owner_created_idx serves look-ups by owner
     )

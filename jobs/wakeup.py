@@ -33,6 +33,7 @@ LISTEN_TIMEOUT_SECONDS = 0.5
 RECONNECT_FIRST_DELAY_SECONDS = 0.5
 RECONNECT_MAX_DELAY_SECONDS = 10.0
 SQLITE_CHECK_SECONDS = 0.02
+WATCH_RETRY_SECONDS = 1.0
 
 
 class Waker(Protocol):
@@ -130,6 +131,7 @@ class SqliteChangeWatcher(_WakerThread):
             except DatabaseError as exc:
                 logger.warning("change watcher: %s", exc, extra={"action": "watch_failed"})
                 self._close()
+                self._stopped.wait(WATCH_RETRY_SECONDS)  # the worker still polls meanwhile
         self._close()
 
     def _look(self) -> None:

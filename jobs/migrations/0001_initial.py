@@ -66,7 +66,7 @@ class Migration(migrations.Migration):
                         blank=True,
                         db_index=False,
                         null=True,
-                        on_delete=django.db.models.deletion.SET_NULL,
+                        on_delete=django.db.models.deletion.CASCADE,
                         related_name="jobs",
                         to=settings.AUTH_USER_MODEL,
                     ),

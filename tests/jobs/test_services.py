@@ -157,3 +157,13 @@ def test_bulk_cancel_and_retry_touch_only_jobs_in_the_right_state():
         running.pk: JobStatus.RUNNING,
         dead.pk: JobStatus.PENDING,
     }
+
+
+def test_deleting_users_deletes_their_jobs_even_with_the_same_keys(make_user):
+    alice, bob = make_user("alice"), make_user("bob")
+    services.job_enqueue(task="echo", idempotency_key="k", owner=alice)
+    services.job_enqueue(task="echo", idempotency_key="k", owner=bob)
+    services.job_enqueue(task="echo", idempotency_key="k")
+    alice.delete()
+    bob.delete()
+    assert list(Job.objects.values_list("owner", "idempotency_key")) == [(None, "k")]
