@@ -13,7 +13,6 @@ import argparse
 import json
 import os
 import signal
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -157,40 +156,31 @@ class Run:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--redis", default=REDIS_URL)
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--latency", action="store_true", help="also measure the pickup latency")
     args = parser.parse_args()
     if args.redis != REDIS_URL or "HELIOS_BENCH_QUEUE" not in os.environ:
         # Re-run with the settings in the environment, so that the worker processes share them.
         queue = f"helios-bench-{os.getpid()}"
         env = {**os.environ, "HELIOS_BENCH_REDIS_URL": args.redis, "HELIOS_BENCH_QUEUE": queue}
-        sys.exit(subprocess.run([sys.executable, __file__, "--rounds", str(args.rounds)], env=env).returncode)
+        argv = [sys.executable, __file__] + (["--latency"] if args.latency else [])
+        sys.exit(subprocess.run(argv, env=env).returncode)
     with tempfile.TemporaryDirectory(prefix="helios-bench-celery-") as tmp:
         run = Run(tmp)
         try:
-            drains, ends, singles = [], [], []
-            for _ in range(args.rounds):
-                singles.append(run.enqueue_rate())
-                drains.append(run.drain())
-                ends.append(run.end_to_end())
-            latencies = run.latencies()
+            figures: dict[str, object] = {
+                "enqueue_single": run.enqueue_rate(),
+                "enqueue_many": None,
+                "drain": run.drain(),
+                "end_to_end": run.end_to_end(),
+            }
+            if args.latency:
+                figures["latencies"] = run.latencies()
         finally:
             if run.workers:
                 run.stop_workers()
             run.reset()
             store().delete(f"_kombu.binding.{QUEUE}")
-    print(
-        json.dumps(
-            {
-                "drain": statistics.median(drains),
-                "end_to_end": statistics.median(ends),
-                "enqueue_single": statistics.median(singles),
-                "enqueue_many": None,
-                "p50_ms": statistics.median(latencies),
-                "p99_ms": statistics.quantiles(latencies, n=100)[98],
-                "rounds": {"drain": drains, "end_to_end": ends},
-            }
-        )
-    )
+    print(json.dumps(figures))
 
 
 if __name__ == "__main__":

@@ -169,7 +169,9 @@ class HeliosRun:
         return [(job.started_at - job.created_at).total_seconds() * 1000 for job in jobs if job.started_at is not None]
 
 
-def run_backend(url: str, rounds: int) -> dict[str, Any]:
+def run_backend(url: str, latency: bool) -> dict[str, Any]:
+    """One round on one database (a child process): drain, end to end, enqueue rates, and the
+    pickup latencies when asked."""
     os.environ["DATABASE_URL"] = url
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "helios_site.settings")
     sys.path.insert(0, str(BASE_DIR))
@@ -179,75 +181,72 @@ def run_backend(url: str, rounds: int) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="helios-bench-") as tmp:
         run = HeliosRun(url, Path(tmp))
         try:
-            drains, ends, singles, manys = [], [], [], []
-            for _ in range(rounds):
-                single, many = run.enqueue_rates()
-                singles.append(single)
-                manys.append(many)
-                drains.append(run.drain())
-                ends.append(run.end_to_end())
-            latencies = run.latencies()
+            single, many = run.enqueue_rates()
+            figures: dict[str, Any] = {
+                "enqueue_single": single,
+                "enqueue_many": many,
+                "drain": run.drain(),
+                "end_to_end": run.end_to_end(),
+            }
+            if latency:
+                figures["latencies"] = run.latencies()
         finally:
             if run.workers:
                 run.stop_workers()
-    return {
-        "drain": statistics.median(drains),
-        "end_to_end": statistics.median(ends),
-        "enqueue_single": statistics.median(singles),
-        "enqueue_many": statistics.median(manys),
-        "p50_ms": statistics.median(latencies),
-        "p99_ms": statistics.quantiles(latencies, n=100)[98],
-        "rounds": {"drain": drains, "end_to_end": ends},
-    }
+    return figures
 
 
-# -- the parent: databases, Celery, the table ----------------------------------------------------
+# -- the parent: databases, Celery, rounds taken in turn, the table ------------------------------
 
 
-def child(url: str, rounds: int) -> dict[str, Any] | None:
-    migrate = subprocess.run(
-        [*MANAGE, "migrate", "--noinput"], env=clean_env(DATABASE_URL=url), capture_output=True, cwd=BASE_DIR
-    )
-    if migrate.returncode != 0:
-        print(migrate.stdout.decode() + migrate.stderr.decode())
-        return None
-    result = subprocess.run(
-        [sys.executable, __file__, "--backend", url, "--rounds", str(rounds)],
-        env=clean_env(HELIOS_GATEWAY_LOG_LEVEL="warning"),
-        capture_output=True,
-        cwd=BASE_DIR,
-    )
+def run_child(argv: list[str], cwd: Path) -> dict[str, Any] | None:
+    result = subprocess.run(argv, env=clean_env(HELIOS_GATEWAY_LOG_LEVEL="warning"), capture_output=True, cwd=cwd)
     if result.returncode != 0:
         print(result.stdout.decode()[-3000:] + result.stderr.decode()[-3000:])
         return None
     return dict(json.loads(result.stdout.decode().strip().splitlines()[-1]))
 
 
-def sqlite_figures(rounds: int) -> dict[str, Any] | None:
-    with tempfile.TemporaryDirectory(prefix="helios-bench-sqlite-") as tmp:
-        return child(f"sqlite:///{tmp}/bench.sqlite3", rounds)
+def migrated(url: str) -> bool:
+    result = subprocess.run(
+        [*MANAGE, "migrate", "--noinput"], env=clean_env(DATABASE_URL=url), capture_output=True, cwd=BASE_DIR
+    )
+    if result.returncode != 0:
+        print(result.stdout.decode() + result.stderr.decode())
+    return result.returncode == 0
 
 
-def postgres_figures(rounds: int) -> dict[str, Any] | None:
+class Helios:
+    def __init__(self, url: str) -> None:
+        self.url = url
+
+    def round(self, latency: bool) -> dict[str, Any] | None:
+        argv = [sys.executable, __file__, "--backend", self.url] + (["--latency"] if latency else [])
+        return run_child(argv, BASE_DIR)
+
+
+class CeleryOnRedis:
+    def __init__(self, python: Path, redis_url: str) -> None:
+        self.python = python
+        self.redis_url = redis_url
+
+    def round(self, latency: bool) -> dict[str, Any] | None:
+        argv = [str(self.python), str(BASE_DIR / "benchmarks" / "celery_bench.py"), "--redis", self.redis_url]
+        return run_child(argv + (["--latency"] if latency else []), BASE_DIR / "benchmarks")
+
+
+def postgres_server() -> tuple[Any, str] | None:
     server = os.environ.get("HELIOS_BENCH_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/postgres")
     try:
         import psycopg
 
-        admin = psycopg.connect(server, autocommit=True, connect_timeout=3)
+        return psycopg.connect(server, autocommit=True, connect_timeout=3), server
     except Exception as exc:  # no server, no PostgreSQL figures: say so
         print(f"PostgreSQL skipped: cannot connect to {server} ({exc})")
         return None
-    name = f"helios_bench_{uuid.uuid4().hex[:8]}"
-    admin.execute(f'CREATE DATABASE "{name}"')
-    try:
-        return child(server.rsplit("/", 1)[0] + "/" + name, rounds)
-    finally:
-        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.close()
 
 
-def celery_figures(rounds: int) -> dict[str, Any] | None:
-    redis_url = os.environ.get("HELIOS_BENCH_REDIS_URL", "redis://127.0.0.1:6379/11")
+def celery_python(redis_url: str) -> Path | None:
     try:
         import redis
 
@@ -277,15 +276,63 @@ def celery_figures(rounds: int) -> dict[str, Any] | None:
             print(f"Celery skipped: cannot install it ({pip.stderr.decode()[-500:]})")
             return None
         marker.touch()
-    result = subprocess.run(
-        [str(python), str(BASE_DIR / "benchmarks" / "celery_bench.py"), "--redis", redis_url, "--rounds", str(rounds)],
-        capture_output=True,
-        cwd=BASE_DIR / "benchmarks",
-    )
-    if result.returncode != 0:
-        print(result.stdout.decode()[-3000:] + result.stderr.decode()[-3000:])
+    return python
+
+
+def summarize(rounds: list[dict[str, Any]]) -> dict[str, Any] | None:
+    if not rounds:
         return None
-    return dict(json.loads(result.stdout.decode().strip().splitlines()[-1]))
+    latencies: list[float] = next((r["latencies"] for r in rounds if "latencies" in r), [])
+    summary: dict[str, Any] = {
+        key: statistics.median(r[key] for r in rounds) if rounds[0].get(key) is not None else None
+        for key in ("drain", "end_to_end", "enqueue_single", "enqueue_many")
+    }
+    summary["p50_ms"] = statistics.median(latencies) if latencies else None
+    summary["p99_ms"] = statistics.quantiles(latencies, n=100)[98] if len(latencies) > 1 else None
+    summary["rounds"] = {"drain": [r["drain"] for r in rounds], "end_to_end": [r["end_to_end"] for r in rounds]}
+    return summary
+
+
+def measure(rounds: int) -> dict[str, dict[str, Any] | None]:
+    systems: dict[str, Any] = {}
+    cleanup: list[Any] = []
+    sqlite_dir = tempfile.TemporaryDirectory(prefix="helios-bench-sqlite-")
+    cleanup.append(sqlite_dir.cleanup)
+    sqlite_url = f"sqlite:///{sqlite_dir.name}/bench.sqlite3"
+    if migrated(sqlite_url):
+        systems["SQLite"] = Helios(sqlite_url)
+    server = postgres_server()
+    if server is not None:
+        admin, server_url = server
+        name = f"helios_bench_{uuid.uuid4().hex[:8]}"
+        admin.execute(f'CREATE DATABASE "{name}"')
+        cleanup.append(lambda: (admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'), admin.close()))
+        url = server_url.rsplit("/", 1)[0] + "/" + name
+        if migrated(url):
+            systems["PostgreSQL"] = Helios(url)
+    redis_url = os.environ.get("HELIOS_BENCH_REDIS_URL", "redis://127.0.0.1:6379/11")
+    python = celery_python(redis_url)
+    if python is not None:
+        systems["Celery+Redis"] = CeleryOnRedis(python, redis_url)
+    results: dict[str, list[dict[str, Any]]] = {name: [] for name in ("SQLite", "PostgreSQL", "Celery+Redis")}
+    try:
+        # Rounds in turn (SQLite, PostgreSQL, Celery, SQLite, ...): the machine's other load, which
+        # comes and goes, weighs on every system alike.
+        for number in range(rounds):
+            for name, system in systems.items():
+                started = time.monotonic()
+                figures = system.round(latency=number == rounds - 1)
+                if figures is not None:
+                    results[name].append(figures)
+                took = time.monotonic() - started
+                print(
+                    f"  round {number + 1}/{rounds} {name}: {'done' if figures else 'FAILED'} in {took:.0f}s",
+                    flush=True,
+                )
+    finally:
+        for step in reversed(cleanup):
+            step()
+    return {name: summarize(values) for name, values in results.items()}
 
 
 def show(figures: dict[str, dict[str, Any] | None]) -> None:
@@ -336,29 +383,20 @@ def verdict(met: bool) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--backend", help=argparse.SUPPRESS)
+    parser.add_argument("--latency", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.backend:
-        print(json.dumps(run_backend(args.backend, args.rounds)))
+        print(json.dumps(run_backend(args.backend, args.latency)))
         return
     print(
         f"HELIOS jobs benchmark: {JOBS:,} no-op jobs, {WORKERS} workers x concurrency {CONCURRENCY}, "
         f"medians of {args.rounds} rounds, on {os.cpu_count()} cores",
         flush=True,
     )
-    figures: dict[str, dict[str, Any] | None] = {}
-    for name, measure in (
-        ("SQLite", sqlite_figures),
-        ("PostgreSQL", postgres_figures),
-        ("Celery+Redis", celery_figures),
-    ):
-        print(f"measuring {name} ...", flush=True)
-        started = time.monotonic()
-        figures[name] = measure(args.rounds)
-        print(f"  done in {time.monotonic() - started:.0f}s", flush=True)
-    show(figures)
+    show(measure(args.rounds))
 
 
 if __name__ == "__main__":

@@ -12,11 +12,18 @@ thousands of rows from one JSON parameter, and claims that pick and take jobs in
 Every write a worker makes about a job it holds is fenced by (status RUNNING, worker_id, attempts):
 a worker whose lease expired and whose job was taken over cannot complete or fail it any more.
 Timestamps come from the caller (this host's clock) so both databases compare like with like.
+
+On PostgreSQL a worker's own bookkeeping (claims, outcomes, leases) commits without waiting for
+the WAL flush (synchronous_commit = off, on the worker's connections only). A database crash can
+then forget the last fraction of a second of it; what it forgets is a claim or an outcome, so the
+job runs again (at least once, as after any worker crash), and is never lost. Enqueues, and the
+writes of the tasks themselves, keep full durability.
 """
 
 from __future__ import annotations
 
 import json
+import threading
 import uuid
 from collections import defaultdict
 from collections.abc import Sequence
@@ -45,6 +52,22 @@ class ClaimedJob:
     max_attempts: int
     run_at: datetime
     started_at: datetime
+
+
+_prepared = threading.local()
+
+
+def use_for_worker_bookkeeping() -> None:
+    """Ready this thread's connection for the worker's own writes (see the module docstring).
+    Call it outside transactions: a SET inside one is undone with it."""
+    if not _is_postgres():
+        return
+    connection.ensure_connection()
+    raw = connection.connection
+    if getattr(_prepared, "connection", None) is not raw:
+        with connection.cursor() as cursor:
+            cursor.execute("SET synchronous_commit = off")
+        _prepared.connection = raw
 
 
 def _is_postgres() -> bool:

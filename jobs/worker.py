@@ -310,6 +310,7 @@ class Worker:
         database failed (nothing changed; the outcomes stay in hand for the next round)."""
         now = timezone.now()
         try:
+            queue.use_for_worker_bookkeeping()
             with transaction.atomic():
                 recorded = self._record(self._unrecorded, now)
                 claimed = (
@@ -566,6 +567,7 @@ class Worker:
             connection.close()
 
     def _heartbeat(self) -> None:
+        queue.use_for_worker_bookkeeping()
         with self._inflight_lock:
             held = list(self._inflight.values())
         now = timezone.now()
@@ -626,6 +628,7 @@ class Worker:
             running = [job for job in self._inflight.values() if job.id not in unstarted_ids]
         now = timezone.now()
         try:
+            queue.use_for_worker_bookkeeping()
             with transaction.atomic():
                 returned = queue.jobs_unclaim(worker_id=self.settings.worker_id, jobs=unstarted)
                 self._unrecorded = [self._stuck_outcome(job) for job in running if job.id in stuck]

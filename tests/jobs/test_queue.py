@@ -154,3 +154,14 @@ def test_an_idle_worker_knows_when_the_next_job_falls_due():
     assert not queue.due_job_exists(queues=[], now=timezone.now())
     assert queue.due_job_exists(queues=["a"], now=later.run_at)
     assert not queue.due_job_exists(queues=["b"], now=later.run_at)
+
+
+@pytest.mark.postgres
+def test_worker_bookkeeping_commits_without_waiting_for_the_wal_flush_on_its_own_connection():
+    with connection.cursor() as cursor:
+        cursor.execute("SET synchronous_commit = on")
+        queue.use_for_worker_bookkeeping()
+        cursor.execute("SHOW synchronous_commit")
+        assert cursor.fetchone() == ("off",)
+        cursor.execute("SET synchronous_commit = on")  # leave the shared test connection as it was
+    queue._prepared.connection = None
