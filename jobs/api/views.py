@@ -80,6 +80,8 @@ class JobListView(APIView):
             job, created = services.job_enqueue_many(specs=[body.spec(request.user)])[0]
         except InvalidJob as exc:
             raise _invalid(exc) from None
+        except JobStateConflict as exc:  # the holder of the key vanished between two statements
+            raise Conflict(str(exc)) from None
         headers = {} if created else {"Idempotent-Replayed": "true"}
         return Response(
             serializers.JobSerializer(job).data,
@@ -104,6 +106,8 @@ class JobListView(APIView):
             enqueued = services.job_enqueue_many(specs=specs)
         except InvalidJob as exc:
             raise _invalid(exc) from None
+        except JobStateConflict as exc:
+            raise Conflict(str(exc)) from None
         return Response(
             serializers.JobSerializer([outcome.job for outcome in enqueued], many=True).data,
             status=status.HTTP_201_CREATED,

@@ -195,3 +195,14 @@ def test_the_openapi_schema_documents_the_jobs_api(client):
     assert set(paths[JOBS]["post"]["responses"]) == {"200", "201", "400", "403"}
     assert set(paths[JOBS + "/{job_id}/cancel"]["post"]["responses"]) == {"200", "403", "404", "409"}
     assert JOBS + "/{job_id}/retry" in paths
+
+
+def test_bodies_that_are_neither_a_job_nor_a_list_are_400(as_alice):
+    for body in ("echo", 42, None):
+        response = as_alice.post(JOBS, body, format="json")
+        assert response.status_code == 400, body
+    too_many = [{"payload": {"task": "echo"}}] * 10_001
+    response = as_alice.post(JOBS, too_many, format="json")
+    assert response.status_code == 400
+    assert response.json()["detail"] == "jobs: At most 10000 jobs per request."
+    assert not Job.objects.exists()
