@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
+import requests
 
 from tests.helpers import BASE_DIR, MANAGE, ManagedProcess, free_port
 
@@ -100,6 +101,22 @@ def wait_until(
             tails = "\n".join(f"--- {p.log_path.name}\n{p.output()[-3000:]}" for p in processes)
             raise AssertionError(f"timed out after {timeout}s waiting for {what}\n{tails}")
         time.sleep(0.02)
+
+
+def wait_for_answer(url: str, process: ManagedProcess, timeout: float = 60.0) -> requests.Response:
+    """GET `url` until it answers. Unlike tests.helpers.wait_for_http it also retries a read
+    timeout: a gunicorn that has bound its port but is still booting its workers on a loaded
+    machine accepts the connection and answers late."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if process.process.poll() is not None:
+            raise AssertionError(f"process exited with {process.process.returncode}:\n{process.output()[-4000:]}")
+        try:
+            return requests.get(url, timeout=5)
+        except (requests.ConnectionError, requests.Timeout):
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{url} did not answer within {timeout}s\n{process.output()[-4000:]}") from None
+            time.sleep(0.1)
 
 
 def run_tool(env: dict[str, str], *args: str, timeout: float = 60.0) -> list[str]:

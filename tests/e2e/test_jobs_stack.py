@@ -7,7 +7,8 @@ import time
 import pytest
 import requests
 
-from tests.helpers import MANAGE, ManagedProcess, free_port, wait_for_http
+from tests.e2e.jobs_support import wait_for_answer
+from tests.helpers import MANAGE, ManagedProcess, free_port
 
 pytestmark = [pytest.mark.database, pytest.mark.timeout(90)]
 
@@ -25,8 +26,8 @@ def test_the_stack_runs_a_worker_that_runs_jobs_enqueued_over_the_api(gateway_en
     stack = ManagedProcess([*MANAGE, "runstack", "--grace-seconds", "10"], env, tmp_path / "stack.log")
     try:
         url = f"http://127.0.0.1:{port}"
-        wait_for_http(f"{url}/healthz", stack)
-        metrics = wait_for_http(f"http://127.0.0.1:{metrics_port}/metrics", stack)
+        wait_for_answer(f"{url}/healthz", stack)
+        metrics = wait_for_answer(f"http://127.0.0.1:{metrics_port}/metrics", stack)
         assert "worker_job_queue_depth" in metrics.text
         api = f"{url}/api/v1"
         assert requests.post(f"{api}/auth/register", json={"username": "dora", "password": PASSWORD}, timeout=10).ok
