@@ -148,8 +148,9 @@ def test_a_task_failing_twice_completes_on_attempt_3_after_visible_backoff(drive
     assert 1.0 <= times[2] - times[1] <= 2.0 + 0.5, times
     # The backoff is in run_at: each retry was scheduled that far after the failed run.
     assert set(seen_pending) == {1, 2}, seen_pending
-    assert 0.5 <= seen_pending[1].timestamp() - times[0] <= 1.0 + 0.1
-    assert 1.0 <= seen_pending[2].timestamp() - times[1] <= 2.0 + 0.1
+    # (plus the moment between the failed run and the worker's round that records it)
+    assert 0.5 <= seen_pending[1].timestamp() - times[0] <= 1.0 + 0.5
+    assert 1.0 <= seen_pending[2].timestamp() - times[1] <= 2.0 + 0.5
     assert job["run_at"] == seen_pending[2]
     assert job["started_at"] >= job["run_at"]
 
@@ -295,7 +296,7 @@ def test_a_job_enqueued_in_an_open_transaction_runs_when_it_commits(driver, scra
     committed_at = time.time()
     wait_until(lambda: scratch.side_effects(job_id), "the job to run after the commit", timeout=5, processes=[worker])
     (_, _, ran_at, _) = scratch.side_effects(job_id)[0]
-    assert ran_at - committed_at < 1.0
+    assert ran_at - committed_at < 2.0  # woken, not polled: the next poll is a minute away
 
 
 @pytest.mark.postgres
