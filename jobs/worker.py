@@ -359,7 +359,14 @@ class Worker:
             job = self._work.get()
             if job is None:
                 return
-            outcome = self._execute(slot, job)
+            try:
+                outcome = self._execute(slot, job)
+            except BaseException as exc:  # a bug of the worker's own: still report the job, or it is held forever
+                logger.exception("slot %d failed running job %s", slot.index, job.id, extra={"action": "slot_error"})
+                outcome = self._failure(job, None, exc)
+            with slot.lock:
+                # An interrupt landing just as the task returned can skip the clean-up in _call.
+                slot.job = slot.deadline = slot.interrupted_at = None
             self._reset_task_connections()
             self._outcomes.put(outcome)
             self._wake.set()
@@ -430,7 +437,7 @@ class Worker:
         return None if timed_out else outcome
 
     @staticmethod
-    def _failure(job: ClaimedJob, task: Task, exc: BaseException) -> Outcome:
+    def _failure(job: ClaimedJob, task: Task | None, exc: BaseException) -> Outcome:
         text = "".join(traceback.format_exception(exc))
         return Outcome(job, task, ok=False, error=exc, error_text=text[-MAX_ERROR_CHARS:])
 
