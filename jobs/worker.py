@@ -409,6 +409,8 @@ class Worker:
                 if task.timeout is not None:
                     margin = ASYNC_TIMEOUT_MARGIN_SECONDS if task.is_async else 0.0
                     slot.deadline = time.monotonic() + task.timeout + margin
+            if slot.deadline is not None:
+                self._wake.set()  # the main loop may be asleep until its next poll: it must wake at the deadline
             if task.is_async:
                 loop_started = time.monotonic()
                 try:
