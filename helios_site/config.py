@@ -190,6 +190,18 @@ SCHEMA: tuple[Setting, ...] = (
     Setting("atlas.client_query_buffer_limit", parse_size, "1gb"),
     Setting("atlas.client_output_buffer_limit", parse_size, "64mb", help="backlog that drops a slow subscriber"),
     Setting("atlas.metrics_listen", parse_address, "127.0.0.1:9091"),
+    # worker: `manage.py runworker`, the job queue's worker processes (jobs/conf.py reads these)
+    Setting("worker.worker_id", parse_text, None, help="default: <hostname>-<pid>"),
+    Setting("worker.queues", parse_string_list, [], help="queues to take jobs from; empty means every queue"),
+    Setting("worker.concurrency", positive_int, 4, help="jobs one worker process runs at once (threads)"),
+    Setting("worker.prefetch", non_negative_int, 4, help="jobs claimed ahead of free threads, to keep them busy"),
+    Setting("worker.poll_interval", parse_duration, "5s", help="longest idle wait between two claims"),
+    Setting("worker.max_attempts", positive_int, 3, help="default attempts of a job before it is DEAD"),
+    Setting("worker.lease", parse_duration, "30s", help="visibility timeout, renewed by a heartbeat"),
+    Setting("worker.shutdown_grace", parse_duration, "8s", help="time in-flight jobs get to finish on SIGTERM"),
+    Setting("worker.metrics_listen", parse_address, "127.0.0.1:9092", help="Prometheus metrics of the worker"),
+    Setting("worker.imports", parse_string_list, [], help="task modules to import besides every app's tasks.py"),
+    Setting("worker.http_allow_private", parse_bool, False, help="let the http task reach private addresses"),
 )
 
 
