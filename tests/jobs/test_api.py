@@ -194,7 +194,7 @@ def test_the_openapi_schema_documents_the_jobs_api(client):
     assert set(paths[JOBS]) == {"get", "post"}
     # 429 and 503 come from the rate limiter on every API operation
     assert set(paths[JOBS]["post"]["responses"]) == {"200", "201", "400", "403", "429", "503"}
-    assert set(paths[JOBS + "/{job_id}/cancel"]["post"]["responses"]) == {"200", "403", "404", "409"}
+    assert set(paths[JOBS + "/{job_id}/cancel"]["post"]["responses"]) == {"200", "403", "404", "409", "429", "503"}
     assert JOBS + "/{job_id}/retry" in paths
 
 
