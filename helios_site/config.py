@@ -74,13 +74,13 @@ def parse_bool(raw: Any) -> bool:
 
 def non_negative_int(raw: Any) -> int:
     if isinstance(raw, bool):
-        raise ValueError(f"expected an integer of 0 or more, got {raw!r}")
+        raise ValueError(f"expected an integer >= 0, got {raw!r}")
     try:
         value = int(str(raw).strip())
     except ValueError:
-        raise ValueError(f"expected an integer of 0 or more, got {raw!r}") from None
+        raise ValueError(f"expected an integer >= 0, got {raw!r}") from None
     if value < 0:
-        raise ValueError(f"expected an integer of 0 or more, got {raw!r}")
+        raise ValueError(f"expected an integer >= 0, got {raw!r}")
     return value
 
 
