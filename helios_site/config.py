@@ -245,6 +245,28 @@ PROXY_SCHEMA: tuple[Setting, ...] = (
 )
 SCHEMA = SCHEMA + PROXY_SCHEMA
 
+
+# -- atlas persistence: the AOF and snapshots (atlas/persistence/).
+
+
+def parse_duration_or_off(raw: Any) -> float:
+    """A duration as parse_duration reads it, or 0.0 for off / never / 0."""
+    if str(raw).strip().lower() in {"off", "never", "no", "0", "false"}:
+        return 0.0
+    return parse_duration(raw)
+
+
+ATLAS_PERSISTENCE_SCHEMA: tuple[Setting, ...] = (
+    Setting("atlas.appendonly", parse_bool, True, help="flag --appendonly; false keeps snapshots only"),
+    Setting(
+        "atlas.snapshot_interval_time",
+        parse_duration_or_off,
+        "5m",
+        help="flag --snapshot-interval: snapshot and AOF rewrite this often when keys changed (off: never)",
+    ),
+)
+SCHEMA = SCHEMA + ATLAS_PERSISTENCE_SCHEMA
+
 _SCHEMA_BY_PATH = {setting.path: setting for setting in SCHEMA}
 
 
