@@ -26,7 +26,7 @@ def runtime_config(settings: AtlasSettings) -> RuntimeConfig:
         client_query_buffer_limit=settings.client_query_buffer_limit,
         client_output_buffer_limit=settings.client_output_buffer_limit,
         protected_mode=settings.protected_mode,
-        dir=str(settings.data_dir),
+        dir=str(settings.data_dir.resolve()),
         databases=settings.databases,
         port=settings.port,
         bind=settings.host,
