@@ -101,12 +101,17 @@ class _BlockState:
         self.multi_offset = 0
 
 
-def _encoded_size(frame: list[bytes]) -> int:
-    size = 3 + len(str(len(frame)))
+def _frame_end(data: bytes, offset: int, frame: list[bytes]) -> int:
+    """Where the record of `frame` starting at `offset` ends, or -1 if a bulk is not followed by
+    CRLF (hiredis skips those two bytes unchecked; redis-check-aof does check them)."""
+    pos = offset + 3 + len(str(len(frame)))
     for arg in frame:
         length = len(arg)
-        size += length + 5 + (1 if length < 10 else 2 if length < 100 else len(str(length)))
-    return size
+        pos += length + 3 + (1 if length < 10 else 2 if length < 100 else len(str(length)))
+        if not data.startswith(b"\r\n", pos):
+            return -1
+        pos += 2
+    return pos
 
 
 def _scan_fast(
@@ -126,9 +131,10 @@ def _scan_fast(
                 break
             if type(frame) is not list or not frame or any(type(arg) is not bytes for arg in frame):
                 return
-            if not _accept(frame, offset, on_record, check, result, state):
+            end = _frame_end(data, offset, frame)
+            if end < 0 or not _accept(frame, offset, on_record, check, result, state):
                 return
-            offset += _encoded_size(frame)
+            offset = end
             if state.pending is None:
                 result.good_until = offset
 
@@ -310,10 +316,10 @@ class AofFile:
         return True
 
     def truncate(self, size: int) -> None:
-        """Cut the file to `size` and make that durable (rolling back writes that failed)."""
+        """Cut the file to `size` (rolling back writes that failed)."""
         self.ops.ftruncate(self.fd, size)
-        self.ops.fdatasync(self.fd)
-        self.size = self.synced = size
+        self.size = size
+        self.synced = min(self.synced, size)
         self.ragged = False
 
     def fsync(self) -> None:

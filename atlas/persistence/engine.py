@@ -30,7 +30,6 @@ import asyncio
 import bisect
 import concurrent.futures
 import contextlib
-import gc
 import logging
 import os
 import time
@@ -200,8 +199,9 @@ class Persistence:
         )
         return report
 
-    def start(self, loop: asyncio.AbstractEventLoop) -> None:
-        """Begin appending and the periodic work; install INFO fields and commands' access."""
+    def start(self, loop: asyncio.AbstractEventLoop, cron: bool = True) -> None:
+        """Begin appending and the periodic work (tick(), unless cron is False: tests call it);
+        install the INFO fields and the handle commands use."""
         self._loop = loop
         state = self.state
         for name, value in RETAINED_DEFAULTS.items():
@@ -211,7 +211,8 @@ class Persistence:
         if self.options.appendonly:
             self.store.add_listener(self._on_change)
             self._appending = True
-        self._cron = loop.create_task(self._run_cron())
+        if cron:
+            self._cron = loop.create_task(self._run_cron())
 
     def stop(self, save: bool) -> None:
         """Shutdown: stop a running snapshot, make the AOF durable, and save when asked to."""
@@ -220,7 +221,6 @@ class Persistence:
         if self.child is not None:
             self.child.kill()
             self.child = None
-            gc.unfreeze()
         if self.write_error is None and not self.stuck:
             with contextlib.suppress(OSError):
                 self.flush()
@@ -336,6 +336,10 @@ class Persistence:
             self.stuck = True
             self.pending = True
             return
+        # Make the cut durable if the disk lets us; if it does not, the probe's fsync will, before
+        # any write is accepted again (only an OS crash in between could bring the batch back).
+        with contextlib.suppress(OSError):
+            aof.fsync()
         self.stuck = False
         self.buffer = bytearray()
         aof.selected_db = -1
@@ -535,7 +539,6 @@ class Persistence:
         if outcome is None:
             return
         self.child = None
-        gc.unfreeze()
         if outcome.ok and outcome.info is not None:
             self._complete_rewrite(self._child_seq, outcome.info, outcome.seconds)
         else:

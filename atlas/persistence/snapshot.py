@@ -360,6 +360,7 @@ class BackgroundSnapshot:
         if self._result_fd >= 0:
             os.close(self._result_fd)
             self._result_fd = -1
+            gc.unfreeze()
 
 
 def _child(
