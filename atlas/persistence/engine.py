@@ -43,7 +43,7 @@ from atlas.persistence.aof import AofFile, FileOps, select_record
 from atlas.persistence.files import DataDir, Manifest, PersistenceError, aof_name, fsync_dir, sequence_of, snapshot_name
 from atlas.persistence.recovery import RecoveryReport, load_state
 from atlas.persistence.snapshot import BackgroundSnapshot, SnapshotInfo, SnapshotOutcome, write_snapshot
-from atlas.protocol import encode_command, encode_error
+from atlas.protocol import encode_error
 
 if TYPE_CHECKING:
     from atlas.store.keyspace import Store
@@ -246,10 +246,11 @@ class Persistence:
             return
         aof = self.aof
         assert aof is not None
+        buffer = self.buffer
         if db_index != aof.selected_db:
-            self.buffer += select_record(db_index)
+            buffer += select_record(db_index)
             aof.selected_db = db_index
-        self.buffer += encode_command(argv)
+        append_command(buffer, argv)
         if not self.pending and self.write_error is None:
             self.pending = True
             self._schedule_flush()
@@ -655,6 +656,27 @@ class Persistence:
             ("atlas_load_truncated_bytes", sum(dropped for _, _, dropped in self.report.truncated)),
             ("atlas_uptime_since_snapshot_sec", int(now - self.last_snapshot_time)),
         ]
+
+
+def append_command(buffer: bytearray, argv: list[bytes]) -> None:
+    """RESP-encode a command onto `buffer` (protocol.encode_command, on the hot path: the usual
+    arities take one formatting operation)."""
+    count = len(argv)
+    if count == 3:
+        a, b, c = argv
+        buffer += b"*3\r\n$%d\r\n%s\r\n$%d\r\n%s\r\n$%d\r\n%s\r\n" % (len(a), a, len(b), b, len(c), c)
+    elif count == 2:
+        a, b = argv
+        buffer += b"*2\r\n$%d\r\n%s\r\n$%d\r\n%s\r\n" % (len(a), a, len(b), b)
+    elif count == 4:
+        a, b, c, d = argv
+        buffer += b"*4\r\n$%d\r\n%s\r\n$%d\r\n%s\r\n$%d\r\n%s\r\n$%d\r\n%s\r\n" % (
+            len(a), a, len(b), b, len(c), c, len(d), d,
+        )  # fmt: skip
+    else:
+        buffer += b"*%d\r\n" % count
+        for arg in argv:
+            buffer += b"$%d\r\n%s\r\n" % (len(arg), arg)
 
 
 def _fdatasync_timed(fdatasync: Callable[[int], None], fd: int) -> float:

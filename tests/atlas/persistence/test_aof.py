@@ -128,3 +128,13 @@ def test_a_failed_write_leaves_the_file_at_its_last_whole_write(tmp_path):
     seen: list[list[bytes]] = []
     assert scan(aof.path.read_bytes(), on_record=seen.append).problem is None
     assert seen == [[b"SET", b"a", b"1"], [b"SET", b"c", b"3"]]
+
+
+@pytest.mark.parametrize("count", [1, 2, 3, 4, 5, 9])
+def test_the_hot_path_encoding_is_resp_as_the_protocol_writes_it(count):
+    from atlas.persistence.engine import append_command
+
+    argv = [b"CMD", *[b"arg\r\n%d" % i * (i + 1) for i in range(count - 1)]]
+    buffer = bytearray()
+    append_command(buffer, argv)
+    assert bytes(buffer) == encode_command(argv)
