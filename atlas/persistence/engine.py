@@ -128,6 +128,7 @@ class Persistence:
         self._held: list[tuple[Transport, bytes, int, bool]] = []
         self._flush_scheduled = False
         self._appending = False
+        self._closed = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self._cron: asyncio.Task[None] | None = None
         # disk errors
@@ -165,6 +166,13 @@ class Persistence:
     def recover(self) -> RecoveryReport:
         """Lock the data dir, load the state it holds, and open the AOF for appending."""
         self.datadir.lock()
+        try:
+            return self._recover()
+        except BaseException:
+            self.datadir.unlock()
+            raise
+
+    def _recover(self) -> RecoveryReport:
         manifest = self.datadir.initialise()
         removed = self.datadir.remove_orphans(manifest)
         if removed:
@@ -238,6 +246,9 @@ class Persistence:
         if self._executor is not None:
             self._executor.shutdown(wait=True)
         self.datadir.unlock()
+        # Until the process exits, nothing more is acknowledged: a change now would not be stored.
+        self._closed = True
+        self.pending = True
 
     # -- appending and the reply gate --------------------------------------------------------------
 
@@ -257,6 +268,8 @@ class Persistence:
 
     def hold(self, transport: Transport, data: bytes, replies: int, close: bool) -> None:
         """Keep a batch of replies (`replies` of them) until the next flush; close after if asked."""
+        if self._closed:
+            return  # shutting down: no reply, rather than one for a change that will not be stored
         self._held.append((transport, data, replies, close))
         if not self.stuck:
             self._schedule_flush()

@@ -315,3 +315,12 @@ def test_a_second_node_on_the_same_data_dir_is_refused(make_node):
     make_node()
     with pytest.raises(PersistenceError, match="in use by another ATLAS process"):
         make_node()
+
+
+def test_nothing_is_acknowledged_after_shutdown_closed_the_aof(make_node):
+    node = make_node()
+    node.stop(save=False)
+    connection, transport = node.connect()
+    node.send(connection, "SET", "k", "v")
+    node.loop.run()
+    assert transport.output == b"", "a write after SHUTDOWN gets no reply: it would not be stored"
