@@ -185,6 +185,8 @@ def _blocks(source: BinaryIO, where: str) -> Iterator[tuple[int, Any]]:
 
 def _decode_value(kind: int, encoded: Any) -> Any:
     if kind == STRING:
+        if type(encoded) is not bytes:
+            raise ValueError("a string value that is not bytes")
         return encoded
     if kind == HASH:
         return encoded
@@ -227,10 +229,10 @@ def load_keyspace(store: Store, source: BinaryIO, where: str = "snapshot") -> Sn
                 data = db.data
                 for position in range(1, len(payload), 4):
                     key, kind, encoded, deadline = payload[position : position + 4]
-                    data[key] = _decode_value(kind, encoded)
+                    data[key] = encoded if kind == STRING and type(encoded) is bytes else _decode_value(kind, encoded)
                     if deadline is not None:
                         db.expire_at(key, deadline)
-                    keys += 1
+                keys += (len(payload) - 1) // 4
             except (IndexError, ValueError, TypeError) as exc:
                 raise SnapshotError(f"{where}: bad records in the block at offset {offset}: {exc}") from None
             blocks += 1
