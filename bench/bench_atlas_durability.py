@@ -170,6 +170,13 @@ class Server:
         return float(found[-1]) if found else float("nan")
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of a process (Linux /proc)."""
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def redis_benchmark(port: int, pipeline: int, requests: int) -> float:
     result = subprocess.run(
         [
@@ -244,18 +251,31 @@ def fsync_comparison(workdir: Path, rounds: int) -> None:
         for server in servers.values():
             server.start()
         rps: dict[tuple[str, int], list[float]] = {}
+        cpu: dict[tuple[str, int], list[float]] = {}
         for round_number in range(rounds):
             for pipeline in (1, 16):
                 order = ["atlas", "redis"] if round_number % 2 == 0 else ["redis", "atlas"]
                 for name in order:
-                    value = redis_benchmark(servers[name].port, pipeline, requests)
+                    server = servers[name]
+                    assert server.process is not None
+                    before = cpu_seconds(server.process.pid)
+                    value = redis_benchmark(server.port, pipeline, requests)
+                    used = cpu_seconds(server.process.pid) - before
                     rps.setdefault((name, pipeline), []).append(value)
+                    cpu.setdefault((name, pipeline), []).append(used / requests * 1e6)
                     print(f"  round {round_number + 1} -P {pipeline:<2} {name:<5} SET={value:,.0f}")
-        print(f"\n{'-P':>3} {'ATLAS req/s':>12} {'Redis req/s':>12} {'ratio':>6}   goal")
+        print(
+            f"\n{'-P':>3} {'ATLAS req/s':>12} {'Redis req/s':>12} {'ratio':>6}   goal   CPU us/cmd ATLAS, Redis, ratio"
+        )
         for pipeline, goal in ((1, 0.9), (16, 0.7)):
             atlas_rps = statistics.median(rps[("atlas", pipeline)])
             redis_rps = statistics.median(rps[("redis", pipeline)])
-            print(f"{pipeline:>3} {atlas_rps:>12,.0f} {redis_rps:>12,.0f} {atlas_rps / redis_rps:>6.2f}   >= {goal}")
+            atlas_cpu = statistics.median(cpu[("atlas", pipeline)])
+            redis_cpu = statistics.median(cpu[("redis", pipeline)])
+            print(
+                f"{pipeline:>3} {atlas_rps:>12,.0f} {redis_rps:>12,.0f} {atlas_rps / redis_rps:>6.2f}   >= {goal}"
+                f"   {atlas_cpu:.1f}, {redis_cpu:.1f}, {atlas_cpu / redis_cpu:.2f}"
+            )
     finally:
         for server in servers.values():
             server.stop()
@@ -297,9 +317,9 @@ def snapshot_latency(workdir: Path, keys: int, rounds: int) -> None:
                 f"{percentile(during, 0.99) * 1e3:>8.2f} {max(during) * 1e3:>8.1f}   "
                 f"{percentile(baseline, 0.5) * 1e3:>8.2f}, {percentile(baseline, 0.99) * 1e3:.2f}"
             )
-        atlas_p99 = percentile(rows[0][2], 0.99)
-        redis_p99 = percentile(rows[1][2], 0.99)
-        print(f"p99 during the snapshot, ATLAS/Redis: {atlas_p99 / redis_p99:.2f}")
+        for kind, baseline, during, _ in rows:
+            effect = percentile(during, 0.99) / percentile(baseline, 0.99)
+            print(f"{kind}: p99 during the snapshot / p99 without: {effect:.2f}")
     finally:
         atlas.stop()
         redis.stop()
