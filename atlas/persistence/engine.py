@@ -2,15 +2,12 @@
 rewrites, disk errors.
 
 **Group commit.** Every change the store propagates is encoded into a buffer. The server hands
-each batch of replies to `hold()` instead of writing it while anything is buffered or held
-(`pending`); a held batch waits for the AOF offset the buffer reached when it was held. The first
-change of an event-loop iteration schedules `flush()` for the next one: one write of everything
-buffered; in `every` mode one fdatasync of it, in a thread, while the loop goes on executing the
-next batch (whose changes go into the next fsync, started as soon as this one returns). Replies
-leave in order as the fsync covering their offset completes. So no reply leaves before the change
-it acknowledges (or observed) is written, in every mode, and in `every` mode fsynced; a kill -9
-loses nothing acknowledged. `interval` fsyncs every second in the same thread; `none` leaves it to
-the OS.
+each batch of replies to `hold()` instead of writing it while the buffer is not empty (`pending`),
+and the first change of an event-loop iteration schedules `flush()` for the next one: one write of
+everything buffered, then one fdatasync in `every` mode, then the held replies go out, in order.
+So no reply leaves before the change it acknowledges (or observed) is written, in every mode, and
+in `every` mode fsynced; a kill -9 loses nothing acknowledged. `interval` fsyncs every second in a
+thread; `none` leaves it to the OS.
 
 **Snapshots are AOF rewrites.** `begin_rewrite` writes what is buffered, starts a new AOF file
 `appendonly.N.aof` and commits a manifest naming [old snapshot, old AOFs..., new AOF] (so recovery
@@ -36,7 +33,6 @@ import contextlib
 import logging
 import os
 import time
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -129,8 +125,7 @@ class Persistence:
         self.aof: AofFile | None = None
         self.buffer = bytearray()
         self.pending = False  # the server must hand replies to hold() instead of writing them
-        # Held replies, in order: (transport, data, how many replies, close after, AOF offset they wait for).
-        self._held: deque[tuple[Transport, bytes, int, bool, int]] = deque()
+        self._held: list[tuple[Transport, bytes, int, bool]] = []
         self._flush_scheduled = False
         self._appending = False
         self._closed = False
@@ -145,7 +140,7 @@ class Persistence:
         self.last_fsync_time = 0.0
         self.delayed_fsyncs = 0
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
-        self._fsync_job: tuple[concurrent.futures.Future[float], AofFile, int] | None = None  # (job, file, offset)
+        self._fsync_job: concurrent.futures.Future[float] | None = None
         self._last_interval_fsync = time.monotonic()
         # snapshots / rewrites
         self.child: BackgroundSnapshot | None = None
@@ -235,8 +230,11 @@ class Persistence:
             self.child.kill()
             self.child = None
         if self.write_error is None and not self.stuck:
-            with contextlib.suppress(OSError, PersistenceError):
-                self.sync_now()
+            with contextlib.suppress(OSError):
+                self.flush()
+                self._wait_background_fsync()
+                if self.aof is not None and self.aof.synced != self.aof.size:
+                    self._timed_fsync(self.aof)
         if save and self._save_points_configured() and self.store.dirty != self.dirty_at_snapshot:
             try:
                 self.begin_rewrite(background=False)
@@ -269,13 +267,10 @@ class Persistence:
             self._schedule_flush()
 
     def hold(self, transport: Transport, data: bytes, replies: int, close: bool) -> None:
-        """Keep a batch of replies (`replies` of them) until what is buffered now is durable; close
-        the connection after them if asked."""
+        """Keep a batch of replies (`replies` of them) until the next flush; close after if asked."""
         if self._closed:
             return  # shutting down: no reply, rather than one for a change that will not be stored
-        aof = self.aof
-        target = aof.size + len(self.buffer) if aof is not None else 0
-        self._held.append((transport, data, replies, close, target))
+        self._held.append((transport, data, replies, close))
         if not self.stuck:
             self._schedule_flush()
 
@@ -289,14 +284,9 @@ class Persistence:
         if not self.stuck:
             self.flush()
 
-    def _always(self) -> bool:
-        return self.state.config.appendfsync == "always"
-
     def flush(self) -> bool:
-        """Write what is buffered; in `every` mode start its fsync unless one runs (a thread does
-        it while the loop goes on: the next batch is executed during this one's fsync), and
-        release the replies whose changes are durable. On a disk error, roll back what is not
-        durable and answer its replies with MISCONF. True when all went well."""
+        """Write what is buffered (and fsync in `every` mode), then release held replies; on a disk
+        error, roll the batch back and answer its replies with MISCONF. True when all went well."""
         aof = self.aof
         if aof is not None and self.write_error is None:
             if self.buffer:
@@ -306,104 +296,31 @@ class Persistence:
                 except OSError as exc:
                     self._failed(exc)
                     return False
-            if self._always() and aof.synced != aof.size and self._fsync_job is None:
-                self._start_fsync(aof)
-        self._release_durable()
+            if self.state.config.appendfsync == "always" and aof.synced != aof.size:
+                try:
+                    self._timed_fsync(aof)
+                except OSError as exc:
+                    self._failed(exc)
+                    return False
+        self._release()
         return True
 
-    def sync_now(self) -> None:
-        """Everything buffered written and fsynced, and every held reply out (rewrites, shutdown)."""
-        if not self.flush():
-            raise PersistenceError(self.write_error or "AOF write failed")
-        self._wait_background_fsync()
-        aof = self.aof
-        if self.write_error is not None:
-            raise PersistenceError(self.write_error)
-        if aof is not None and aof.synced != aof.size:
-            try:
-                self._timed_fsync(aof)
-            except OSError as exc:
-                self._failed(exc)
-                raise PersistenceError(self.write_error or "AOF fsync failed") from None
-        self._release_upto(float("inf"))
-
-    def _release_durable(self) -> None:
-        aof = self.aof
-        if self.write_error is not None or aof is None:
-            limit = float("inf")  # writes are refused: what is buffered is only expiry's DELs
-        else:
-            limit = aof.synced if self._always() else aof.size
-        self._release_upto(limit)
-
-    def _release_upto(self, limit: float) -> None:
-        """Send the held replies, in order, up to the first that waits for more than `limit`."""
-        held = self._held
-        while held and held[0][4] <= limit:
-            transport, data, _, close, _ = held.popleft()
+    def _release(self) -> None:
+        held, self._held = self._held, []
+        self.pending = False
+        for transport, data, _, close in held:
             if transport.is_closing():
                 continue
             if data:
                 transport.write(data)
             if close:
                 transport.close()
-        self.pending = self._closed or self.stuck or (self.write_error is None and bool(held or self.buffer))
 
     def _timed_fsync(self, aof: AofFile) -> None:
         started = time.perf_counter()
         aof.fsync()
         self.fsync_seconds.observe(time.perf_counter() - started)
         self.last_fsync_time = time.time()
-
-    # -- fsync in a thread (`every`: the commit of each batch; `interval`: once a second) ---------
-
-    def _start_fsync(self, aof: AofFile) -> None:
-        if self._executor is None:
-            self._executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="aof-fsync")
-        loop = self._loop
-        assert loop is not None
-        target = aof.size
-        job = self._executor.submit(_fdatasync_timed, self.ops.fdatasync, aof.fd)
-        self._fsync_job = (job, aof, target)
-
-        def done(finished: concurrent.futures.Future[float]) -> None:
-            with contextlib.suppress(RuntimeError):  # the loop is closed: the process is exiting
-                loop.call_soon_threadsafe(self._fsync_done, finished)
-
-        job.add_done_callback(done)
-
-    def _fsync_done(self, job: concurrent.futures.Future[float]) -> None:
-        current = self._fsync_job
-        if current is None or current[0] is not job:
-            return  # already taken care of (a rewrite or shutdown waited for it)
-        self._fsync_job = None
-        _, aof, target = current
-        try:
-            seconds = job.result()
-        except OSError as exc:
-            if aof is not self.aof:
-                return
-            if self._always():
-                self._failed(exc)  # what was not durable is rolled back, its replies get MISCONF
-            elif self.write_error is None:
-                reason = os.strerror(exc.errno) if exc.errno else str(exc)
-                self.write_error = f"MISCONF Errors writing to the AOF file: {reason}"
-                logger.error("AOF fsync failed: %s", reason, extra={"action": "aof_write_error"})
-                self._set_refusal(self.write_error)
-            return
-        self.fsync_seconds.observe(seconds)
-        self.last_fsync_time = time.time()
-        aof.synced = max(aof.synced, target)
-        if aof is self.aof and self.write_error is None:
-            self._release_durable()
-            if self._always() and aof.synced != aof.size:
-                self._start_fsync(aof)  # what was written meanwhile: the next group
-
-    def _wait_background_fsync(self) -> None:
-        """Wait for the fsync in flight and take its outcome now."""
-        current = self._fsync_job
-        if current is not None:
-            concurrent.futures.wait([current[0]])
-            self._fsync_done(current[0])
 
     # -- disk errors --------------------------------------------------------------------------------
 
@@ -424,15 +341,7 @@ class Persistence:
         aof = self.aof
         assert aof is not None
         assert self.write_error is not None
-        current = self._fsync_job
-        if current is not None:  # an fsync in flight: what it covers is durable if it succeeds
-            job, job_aof, target = current
-            concurrent.futures.wait([job])
-            self._fsync_job = None
-            if job.exception() is None and job_aof is aof:
-                aof.synced = max(aof.synced, target)
-        durable = aof.synced if self._always() else aof.size
-        self._release_upto(durable)  # what is durable keeps its acknowledgement
+        durable = aof.synced if self.state.config.appendfsync == "always" else aof.size
         try:
             aof.truncate(durable)
         except OSError:
@@ -450,10 +359,8 @@ class Persistence:
         aof.selected_db = -1
         self._reload()
         error = encode_error(self.write_error)
-        self._held = deque(
-            (transport, error * replies, replies, close, 0) for transport, _, replies, close, _ in self._held
-        )
-        self._release_upto(float("inf"))
+        self._held = [(transport, error * replies, replies, close) for transport, _, replies, close in self._held]
+        self._release()
 
     def _reload(self) -> None:
         self._appending = False
@@ -508,7 +415,37 @@ class Persistence:
         if time.monotonic() - self._last_interval_fsync < INTERVAL_FSYNC_SECONDS:
             return
         self._last_interval_fsync = time.monotonic()
-        self._start_fsync(aof)
+        if self._executor is None:
+            self._executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="aof-fsync")
+        loop = self._loop
+        assert loop is not None
+        size = aof.size
+        job = self._executor.submit(_fdatasync_timed, self.ops.fdatasync, aof.fd)
+        self._fsync_job = job
+        job.add_done_callback(lambda done: loop.call_soon_threadsafe(self._interval_fsync_done, done, aof, size))
+
+    def _interval_fsync_done(self, job: concurrent.futures.Future[float], aof: AofFile, size: int) -> None:
+        if self._fsync_job is job:
+            self._fsync_job = None
+        try:
+            seconds = job.result()
+        except OSError as exc:
+            if self.write_error is None:
+                reason = os.strerror(exc.errno) if exc.errno else str(exc)
+                self.write_error = f"MISCONF Errors writing to the AOF file: {reason}"
+                logger.error("AOF fsync failed: %s", reason, extra={"action": "aof_write_error"})
+                self._set_refusal(self.write_error)
+            return
+        self.fsync_seconds.observe(seconds)
+        self.last_fsync_time = time.time()
+        aof.synced = max(aof.synced, size)
+
+    def _wait_background_fsync(self) -> None:
+        job = self._fsync_job
+        if job is not None:
+            with contextlib.suppress(OSError):
+                job.result()
+            self._fsync_job = None
 
     # -- snapshots and rewrites ------------------------------------------------------------------------
 
@@ -524,7 +461,11 @@ class Persistence:
             raise PersistenceError(f"cannot snapshot while the AOF is failing: {self.write_error}")
         aof = self.aof
         if aof is not None and self._appending:
-            self.sync_now()  # the old AOF is complete and durable before the new one begins
+            if not self.flush():
+                raise PersistenceError(self.write_error or "AOF write failed")
+            self._wait_background_fsync()
+            if aof.synced != aof.size:
+                self._timed_fsync(aof)
         seq = self.manifest.next_seq
         if self._appending:
             new_aof = self._new_aof(seq)

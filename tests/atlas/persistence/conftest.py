@@ -3,11 +3,8 @@ through mock transports, and a loop whose callbacks the test runs by hand."""
 
 from __future__ import annotations
 
-import concurrent.futures
 import errno
 import os
-import threading
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -22,38 +19,21 @@ from tests.atlas.test_server_protocol import MockTransport
 
 
 class FakeLoop:
-    """call_soon only queues; run() runs the callbacks until none is left, waiting for an fsync
-    in flight in the engine's thread (its completion arrives through call_soon_threadsafe)."""
+    """call_soon only queues; run() is one event-loop iteration's worth of callbacks."""
 
     def __init__(self) -> None:
         self.ready: list[Callable[[], object]] = []
-        self.persistence: Persistence | None = None
 
     def call_soon(self, callback: Callable[..., object], *args: object) -> None:
         self.ready.append(lambda: callback(*args))
 
     call_soon_threadsafe = call_soon
 
-    def run_ready(self) -> None:
-        """One turn: the callbacks queued now, without waiting for an fsync."""
-        ready, self.ready = self.ready, []
-        for callback in ready:
-            callback()
-
     def run(self) -> None:
-        deadline = time.monotonic() + 30
-        while True:
-            while self.ready:
-                ready, self.ready = self.ready, []
-                for callback in ready:
-                    callback()
-            job = self.persistence._fsync_job if self.persistence is not None else None
-            if job is None:
-                return
-            concurrent.futures.wait([job[0]])
-            while not self.ready and self.persistence._fsync_job is job:
-                assert time.monotonic() < deadline, "the fsync's completion never arrived"
-                time.sleep(0.001)
+        while self.ready:
+            ready, self.ready = self.ready, []
+            for callback in ready:
+                callback()
 
 
 class Ops(FileOps):
@@ -67,7 +47,6 @@ class Ops(FileOps):
         self.fail_fsync: int | None = None
         self.fail_truncate: int | None = None
         self.partial = False  # a failing write first writes half of what it was given
-        self.hold_fsync: threading.Event | None = None  # fdatasync waits for it (an fsync in progress)
 
     def pwrite(self, fd: int, data: memoryview, offset: int) -> int:  # type: ignore[override]
         if self.fail_write is not None:
@@ -80,8 +59,6 @@ class Ops(FileOps):
         return os.pwrite(fd, data, offset)
 
     def fdatasync(self, fd: int) -> None:  # type: ignore[override]
-        if self.hold_fsync is not None:
-            assert self.hold_fsync.wait(30)
         if self.fail_fsync is not None:
             raise OSError(self.fail_fsync, os.strerror(self.fail_fsync))
         self.fsyncs += 1
@@ -106,7 +83,6 @@ class Node:
         self.ops = Ops()
         self.state = ServerState(config=RuntimeConfig(appendfsync=appendfsync, appendonly=appendonly))
         self.persistence = Persistence(self.state, PersistenceOptions(data_dir, appendonly=appendonly), self.ops)
-        self.loop.persistence = self.persistence
         self.report = self.persistence.recover()
         self.server = AtlasServer(self.state, ListenAddress("127.0.0.1", 0))
         if appendonly:

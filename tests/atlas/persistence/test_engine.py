@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import pathlib
-import threading
 import time
 
 import pytest
@@ -47,28 +46,6 @@ def test_a_batch_of_writes_is_answered_after_one_write_and_one_fsync(make_node):
     assert node.persistence.aof.synced == node.persistence.aof.size
 
 
-def test_the_next_batch_runs_during_an_fsync_and_waits_for_its_own(make_node):
-    node = make_node()
-    node.ops.hold_fsync = threading.Event()
-    first, first_out = node.connect()
-    node.send(first, "SET", "a", "1")
-    node.loop.run_ready()  # written; its fsync starts in the thread and does not return yet
-    assert node.persistence._fsync_job is not None
-    reader, read_out = node.connect()
-    node.send(reader, "GET", "a")  # sees the first batch's write: must wait for its fsync
-    second, second_out = node.connect()
-    node.send(second, "SET", "b", "2")  # executed while the first fsync runs
-    node.loop.run_ready()
-    assert (first_out.output, read_out.output, second_out.output) == (b"", b"", b"")
-    node.ops.hold_fsync.set()
-    node.loop.run()
-    assert first_out.output == b"+OK\r\n"
-    assert read_out.output == b"$1\r\n1\r\n"
-    assert second_out.output == b"+OK\r\n"
-    assert node.ops.fsyncs == 2, "one fsync per group: the first batch, then what came during it"
-    assert node.persistence.aof.synced == node.persistence.aof.size
-
-
 def test_reads_wait_only_behind_unwritten_changes(make_node):
     node = make_node()
     assert node.call("SET", "k", "v") == b"+OK\r\n"
@@ -93,6 +70,7 @@ def test_interval_mode_fsyncs_in_the_background_and_none_never(make_node):
     assert aof.synced < aof.size
     node.persistence._last_interval_fsync -= 1.0  # a second has passed
     node.persistence.tick()
+    node.persistence._fsync_job.result(timeout=10)
     node.loop.run()
     assert node.ops.fsyncs == fsyncs + 1
     assert aof.synced == aof.size
