@@ -379,6 +379,7 @@ def _child(
             raise RuntimeError("the server exited before the snapshot began")
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, signal.SIG_DFL)
+        os.nice(10)  # the server's commands come first; on 2 cores the child would compete with them
         gc.disable()
         os.closerange(3, write_fd)
         os.closerange(write_fd + 1, 1 << 16)
