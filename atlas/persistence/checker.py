@@ -65,6 +65,17 @@ def files_to_check(path: Path) -> tuple[list[Path], Path | None]:
 def run(path: Path, fix: bool, out: Output) -> int:
     """Check (and with fix, repair) what PATH names; the exit status: 0 valid or fixed, 1 not."""
     aofs, snapshot = files_to_check(path)
+    if fix:  # never cut a file a running node is appending to
+        datadir = DataDir(aofs[0].parent if aofs else path)
+        datadir.lock()
+        try:
+            return _check(aofs, snapshot, fix, out)
+        finally:
+            datadir.unlock()
+    return _check(aofs, snapshot, fix, out)
+
+
+def _check(aofs: list[Path], snapshot: Path | None, fix: bool, out: Output) -> int:
     status = 0
     if snapshot is not None:
         try:

@@ -11,6 +11,7 @@ import pytest
 from django.core.management import call_command
 
 from atlas.persistence import checker
+from atlas.persistence.files import PersistenceError
 from atlas.protocol import encode_command
 from tests.atlas.persistence.test_engine import populate
 
@@ -87,3 +88,11 @@ def test_redis_check_aof_accepts_what_atlas_writes_and_rejects_what_atlas_reject
     result = subprocess.run(["redis-check-aof", str(path)], capture_output=True, text=True)
     assert result.returncode != 0
     assert "is not valid" in result.stdout
+
+
+def test_fix_refuses_a_file_a_running_node_appends_to(make_node):
+    node = make_node()
+    path = node.persistence.aof.path
+    with pytest.raises(PersistenceError, match="in use by another ATLAS process"):
+        run_checker(path, fix=True)
+    assert run_checker(path)[0] == 0, "checking without --fix is fine"
