@@ -13,6 +13,7 @@ crash before its data reached the disk) counts as torn.
 
 from __future__ import annotations
 
+import errno
 import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -266,6 +267,7 @@ class FileOps:
     pwrite = staticmethod(os.pwrite)
     fdatasync = staticmethod(os.fdatasync)
     ftruncate = staticmethod(os.ftruncate)
+    fallocate = staticmethod(os.posix_fallocate)
 
 
 class AofFile:
@@ -325,6 +327,18 @@ class AofFile:
     def fsync(self) -> None:
         self.ops.fdatasync(self.fd)
         self.synced = self.size
+
+    def check_room(self, length: int) -> None:
+        """Raise OSError unless `length` more bytes would fit (the disk-error probe): reserve them
+        past the end, then cut them off again (a crash in between leaves zeros, a torn tail)."""
+        try:
+            self.ops.fallocate(self.fd, self.size, length)
+        except OSError as exc:
+            if exc.errno in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):
+                return  # the file system cannot tell: the probe's write is the test
+            raise
+        finally:
+            self.ops.ftruncate(self.fd, self.size)
 
     def close(self) -> None:
         if self.fd >= 0:

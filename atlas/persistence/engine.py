@@ -56,6 +56,7 @@ CRON_SECONDS = 0.1
 INTERVAL_FSYNC_SECONDS = 1.0
 SNAPSHOT_RETRY_SECONDS = 5.0  # after a failed snapshot, as Redis's CONFIG_BGSAVE_RETRY_DELAY
 PROBE_LOG_SECONDS = 5.0
+PROBE_ROOM_BYTES = 64 * 1024  # writes are accepted again once at least this much fits
 RETAINED_DEFAULTS = {
     "auto-aof-rewrite-percentage": "100",
     "auto-aof-rewrite-min-size": "67108864",
@@ -136,6 +137,7 @@ class Persistence:
         # disk errors
         self.write_error: str | None = None  # the MISCONF message while writes are refused
         self.stuck = False  # a failed batch could not be cut back yet: its replies stay held
+        self._failed_bytes = 0  # the size of the batch that failed: a probe wants room for it
         self._last_probe_log = 0.0
         # fsync
         self.fsync_seconds = Histogram(FSYNC_BUCKETS)
@@ -296,6 +298,7 @@ class Persistence:
                 try:
                     aof.write(data)
                 except OSError as exc:
+                    self._failed_bytes = len(data)
                     self._failed(exc)
                     return False
             if self.state.config.appendfsync == "always" and aof.synced != aof.size:
@@ -385,6 +388,7 @@ class Persistence:
         try:
             if aof.ragged and not aof.cut_back():
                 raise OSError(5, "cannot truncate the AOF")
+            aof.check_room(max(self._failed_bytes, PROBE_ROOM_BYTES))  # room for what failed, at least
             if self.buffer:
                 aof.write(self.buffer)
                 self.buffer = bytearray()

@@ -64,6 +64,11 @@ class Ops(FileOps):
         self.fsyncs += 1
         os.fdatasync(fd)
 
+    def fallocate(self, fd: int, offset: int, length: int) -> None:  # type: ignore[override]
+        if self.fail_write is not None:  # a full disk has no room to reserve either
+            raise OSError(self.fail_write, os.strerror(self.fail_write))
+        os.posix_fallocate(fd, offset, length)
+
     def ftruncate(self, fd: int, size: int) -> None:  # type: ignore[override]
         if self.fail_truncate is not None:
             raise OSError(self.fail_truncate, os.strerror(self.fail_truncate))

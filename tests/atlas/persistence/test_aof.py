@@ -138,3 +138,17 @@ def test_the_hot_path_encoding_is_resp_as_the_protocol_writes_it(count):
     buffer = bytearray()
     append_command(buffer, argv)
     assert bytes(buffer) == encode_command(argv)
+
+
+def test_checking_for_room_leaves_the_file_as_it_was(tmp_path):
+    ops = Ops()
+    aof = AofFile(tmp_path / "appendonly.000001.aof", ops)
+    aof.write(encode_command([b"SET", b"a", b"1"]))
+    before = aof.path.read_bytes()
+    aof.check_room(1 << 20)
+    assert aof.path.read_bytes() == before
+    ops.fail_write = errno.ENOSPC
+    with pytest.raises(OSError, match="No space left on device"):
+        aof.check_room(1 << 20)
+    assert aof.path.read_bytes() == before
+    aof.close()
