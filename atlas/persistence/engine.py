@@ -21,7 +21,8 @@ files are all there; files it does not name are removed at the next start.
 **Disk errors.** If the write or the fsync of a batch fails (ENOSPC, EIO...), the batch is rolled
 back: the file is cut back to what was durable (and that is fsynced), the keyspace is reloaded
 from disk, and the held replies become `-MISCONF Errors writing to the AOF file: ...`. Until a
-probe write and fsync succeed (every 100 ms), write commands are refused with the same error. If
+probe succeeds (every 100 ms: room for the failed batch reserved and released, then a write and an
+fsync), write commands are refused with the same error. If
 even the cut-back fails, replies stay held until it succeeds: nothing is acknowledged that is not
 on disk, and nothing is refused that then comes back.
 """
