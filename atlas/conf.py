@@ -28,6 +28,9 @@ class AtlasSettings:
     client_output_buffer_limit: int
     metrics_host: str
     metrics_port: int
+    # persistence (atlas/persistence): AOF on or off, seconds between snapshots (0: none)
+    appendonly: bool = True
+    snapshot_interval: float = 300.0
 
     @classmethod
     def from_config(cls, config: Config, **flags: Any) -> AtlasSettings:
@@ -55,6 +58,8 @@ class AtlasSettings:
             client_output_buffer_limit=get("atlas.client_output_buffer_limit"),
             metrics_host=metrics_host,
             metrics_port=metrics_port,
+            appendonly=get("atlas.appendonly"),
+            snapshot_interval=get("atlas.snapshot_interval_time", "snapshot_interval"),
         )
 
 

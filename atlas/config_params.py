@@ -62,6 +62,14 @@ def _fsync_policy(raw: bytes) -> str:
     return text
 
 
+def _save_points(raw: bytes) -> str:
+    """Redis's `save`: "" or pairs of <seconds> <changes>."""
+    words = raw.decode().split()
+    if len(words) % 2 or not all(word.isdigit() for word in words):
+        raise ValueError("Invalid save parameters")
+    return " ".join(words)
+
+
 @dataclass(frozen=True)
 class Parameter:
     name: bytes
@@ -137,9 +145,11 @@ CONFIG_PARAMETERS = ParameterTable(
         Parameter(b"proto-max-bulk-len", "proto_max_bulk_len", _size),
         Parameter(b"client-query-buffer-limit", "client_query_buffer_limit", _size),
         Parameter(b"protected-mode", "protected_mode", _yes_no, _show_bool),
-        Parameter(b"appendonly", "appendonly", _yes_no, _show_bool),
+        # Persistence (atlas.persistence): appendfsync and save take effect at once; the AOF itself
+        # is switched on or off at start (--appendonly), so appendonly refuses CONFIG SET.
+        Parameter(b"appendonly", None, fixed=lambda runtime: b"yes" if runtime.appendonly else b"no"),
         Parameter(b"appendfsync", "appendfsync", _fsync_policy),
-        Parameter(b"save", "save", lambda raw: raw.decode()),
+        Parameter(b"save", "save", _save_points),
         Parameter(b"dir", None, fixed=lambda runtime: runtime.dir.encode()),
         Parameter(b"databases", None, fixed=lambda runtime: str(runtime.databases).encode()),
         Parameter(b"port", None, fixed=lambda runtime: str(runtime.port).encode()),

@@ -20,7 +20,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any, Protocol, cast
 
 from atlas.commands.session import NO_REPLY, NOT_READY, Blocked, ServerState, Session, build_table
 from atlas.protocol import ProtocolError, RequestParser, encode, encode_error
@@ -37,6 +37,15 @@ BLOCKED_BACKLOG_LIMIT = 1024 * 1024  # bytes a blocked client may send before it
 class ListenAddress:
     host: str
     port: int
+
+
+class ReplyGate(Protocol):
+    """Holds replies until the changes they acknowledge are durable (atlas.persistence installs one):
+    while `pending`, a batch of replies goes to hold() instead of the socket."""
+
+    pending: bool
+
+    def hold(self, transport: asyncio.Transport, data: bytes, replies: int, close: bool) -> None: ...
 
 
 class ProtectedModeError(Exception):
@@ -170,14 +179,25 @@ class Connection(asyncio.Protocol):
             session.closing = True
         finally:
             self._batch = None
+        self._deliver(transport, batch, session.closing)
+        if not session.closing and self._output_full and not self._reading_paused:
+            self._resume_later()  # the kernel took it all at once: carry on from the loop
+
+    def _deliver(self, transport: asyncio.Transport, batch: list[bytes], close: bool) -> None:
+        """Write a batch of replies with one write, then close if asked. While persistence has
+        changes not yet written (reply_gate.pending), the batch waits for that write instead."""
+        gate = self.server.reply_gate
+        if gate is not None and gate.pending:
+            data = b"".join(batch)
+            self.state.net_output_bytes += len(data)
+            gate.hold(transport, data, len(batch), close)
+            return
         if batch:
             data = b"".join(batch)
             self.state.net_output_bytes += len(data)
             transport.write(data)
-        if session.closing:
+        if close:
             transport.close()
-        elif self._output_full and not self._reading_paused:
-            self._resume_later()  # the kernel took it all at once: carry on from the loop
 
     def _send(self, data: bytes) -> None:
         """Out-of-band bytes for this client (pushes, a served blocking command)."""
@@ -188,6 +208,10 @@ class Connection(asyncio.Protocol):
         if transport is None or transport.is_closing():
             return
         self.state.net_output_bytes += len(data)
+        gate = self.server.reply_gate
+        if gate is not None and gate.pending:  # durability: after the AOF write, in order
+            gate.hold(transport, data, 1, False)
+            return
         transport.write(data)
         if transport.get_write_buffer_size() > self.state.config.client_output_buffer_limit:
             logger.warning(
@@ -199,6 +223,10 @@ class Connection(asyncio.Protocol):
 
     def _protocol_error(self, message: str) -> None:
         if self.transport is not None and not self.transport.is_closing():
+            gate = self.server.reply_gate
+            if gate is not None and gate.pending:  # after the replies held before it
+                gate.hold(self.transport, encode_error(f"ERR {message}"), 1, True)
+                return
             self.transport.write(encode_error(f"ERR {message}"))
             self.transport.close()
 
@@ -294,6 +322,7 @@ class AtlasServer:
         self._cron: asyncio.Task[None] | None = None
         self._stopped = asyncio.Event()
         self.stop_hooks: list[Callable[[bool], None]] = []
+        self.reply_gate: ReplyGate | None = None  # set by persistence (AOF group commit)
         state.shutdown = self.request_stop
 
     @property

@@ -7,6 +7,8 @@ ATLAS/Redis ratio, and the server CPU time per command (from /proc) with its rat
 
 Needs redis-server and redis-benchmark (Debian: redis-server, redis-tools); says so and exits 0
 when they are missing. BENCH_REQUESTS (default 200000) and BENCH_ROUNDS (default 3) scale it.
+Both servers run without persistence here; bench_atlas_durability.py (BENCH_DURABILITY=0 skips it)
+then compares them with it.
 """
 
 from __future__ import annotations
@@ -102,6 +104,10 @@ def main() -> int:
             f"127.0.0.1:{metrics_port}",
             "--data-dir",
             str(workdir / "atlas"),
+            "--appendonly",
+            "no",
+            "--snapshot-interval",
+            "off",
         ],
         env=env,
         stdout=subprocess.DEVNULL,
@@ -169,6 +175,10 @@ def main() -> int:
             except subprocess.TimeoutExpired:
                 process.kill()
         shutil.rmtree(workdir, ignore_errors=True)
+    if os.environ.get("BENCH_DURABILITY", "1") != "0":
+        from bench_atlas_durability import durability_benchmarks
+
+        durability_benchmarks(rounds)
     return 0
 
 

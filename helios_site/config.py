@@ -273,9 +273,10 @@ def parse_networks(raw: Any) -> list[str]:
     return networks
 
 
-def non_negative_duration(raw: Any) -> float:
-    """A duration that may be 0 ('0', '0s'), for backoffs that can be switched off."""
-    if str(raw).strip() in {"0", "0s", "0ms", "0.0"}:
+def parse_duration_or_off(raw: Any) -> float:
+    """A duration as parse_duration reads it, or 0.0 for off / never / 0 (a backoff or a periodic
+    task that can be switched off)."""
+    if str(raw).strip().lower() in {"off", "never", "no", "false", "0", "0s", "0ms", "0.0"}:
         return 0.0
     return parse_duration(raw)
 
@@ -309,9 +310,23 @@ GATEWAY_SCHEMA: tuple[Setting, ...] = (
         2,
         help="retries of a call after a lost connection or a leader change (not after a timeout)",
     ),
-    Setting("atlas.retry_backoff", non_negative_duration, "50ms", help="first retry delay, doubled for each retry"),
+    Setting("atlas.retry_backoff", parse_duration_or_off, "50ms", help="first retry delay, doubled for each retry"),
 )
 SCHEMA = SCHEMA + GATEWAY_SCHEMA
+
+
+# -- atlas persistence: the AOF and snapshots (atlas/persistence/).
+
+ATLAS_PERSISTENCE_SCHEMA: tuple[Setting, ...] = (
+    Setting("atlas.appendonly", parse_bool, True, help="flag --appendonly; false keeps snapshots only"),
+    Setting(
+        "atlas.snapshot_interval_time",
+        parse_duration_or_off,
+        "5m",
+        help="flag --snapshot-interval: snapshot and AOF rewrite this often when keys changed (off: never)",
+    ),
+)
+SCHEMA = SCHEMA + ATLAS_PERSISTENCE_SCHEMA
 
 _SCHEMA_BY_PATH = {setting.path: setting for setting in SCHEMA}
 

@@ -17,5 +17,6 @@ from atlas.commands import (  # noqa: F401 - imported for their @command registr
     zsets,
 )
 from atlas.commands.base import REGISTRY
+from atlas.persistence import commands as persistence_commands  # noqa: F401 - SAVE, BGSAVE, ...
 
 __all__ = ["REGISTRY"]

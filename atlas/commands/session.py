@@ -13,13 +13,16 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from atlas.commands import base
 from atlas.commands.base import Command
 from atlas.protocol import QUEUED, ErrorReply, ProtocolError, ProtocolLimits, Push, encode
 from atlas.store.glob import compile_glob
 from atlas.store.keyspace import Database, Store
+
+if TYPE_CHECKING:
+    from atlas.persistence.engine import Persistence
 
 REDIS_VERSION = "7.0.15"  # the Redis whose behaviour ATLAS follows; clients gate features on it
 ATLAS_VERSION = "1.0.0"
@@ -158,6 +161,10 @@ class ServerState:
         self.shutdown: Callable[[bool], None] | None = None
         self.info_sections: dict[str, Callable[[], list[tuple[str, Any]]]] = {}
         self.store.on_key_expired(self._key_expired)
+        # Persistence (atlas.persistence) installs itself here; while the disk fails, write commands
+        # are refused with `write_refusal` (Redis's MISCONF) instead of acknowledging what is not stored.
+        self.persistence: Persistence | None = None
+        self.write_refusal: str | None = None
 
     def new_session(self, addr: str = "", laddr: str = "") -> Session:
         session = Session(self, self.next_client_id, addr, laddr)
@@ -216,7 +223,7 @@ class Session:
         self.propagate_as: list[list[bytes]] | None = None
         self.closing = False
         self.kill_requested = False
-        self.gated = not self.authenticated
+        self.gated = not self.authenticated or state.write_refusal is not None
         # Installed by the server: send bytes to this client (pushes, late replies), and drop it.
         self.writer: Callable[[bytes], None] | None = None
         self.disconnect: Callable[[], None] | None = None
@@ -311,6 +318,10 @@ class Session:
     def _gate(self, cmd: Command, args: list[bytes]) -> Any:
         if not self.authenticated and not cmd.allowed_unauthenticated:
             return ErrorReply(base.NOAUTH)
+        if self.state.write_refusal is not None:
+            refusal = self._refuse_write(cmd)
+            if refusal is not None:
+                return refusal
         if self.multi is not None and cmd.name not in _RUN_INSIDE_MULTI:
             self.multi.append((cmd, args))
             return QUEUED
@@ -322,12 +333,31 @@ class Session:
         return None
 
     def refresh_gate(self) -> None:
-        """Recompute whether execute() must look at auth, MULTI or pub/sub for this session."""
+        """Recompute whether execute() must look at auth, MULTI, pub/sub or a disk error for this session."""
         self.gated = (
             not self.authenticated
             or self.multi is not None
             or (bool(self.channels or self.patterns) and not self.resp3)
+            or self.state.write_refusal is not None
         )
+
+    def _refuse_write(self, cmd: Command) -> Any:
+        """MISCONF for a write (or an EXEC of writes) while persistence cannot store it, as Redis does."""
+        refusal = self.state.write_refusal
+        assert refusal is not None
+        if cmd.name == "exec" and self.multi is not None:
+            if not any(queued.write for queued, _ in self.multi):
+                return None
+            self.multi = None
+            self.multi_failed = False
+            self.unwatch()
+            self.refresh_gate()
+            return ErrorReply(f"EXECABORT Transaction discarded because of: {refusal}")
+        if not cmd.write:
+            return None
+        if self.multi is not None:
+            self.multi_failed = True
+        return ErrorReply(refusal)
 
     # -- what handlers use --------------------------------------------------------------------
 

@@ -42,6 +42,8 @@ def running_atlas(
         f"127.0.0.1:{metrics_port}",
         "--data-dir",
         str(tmp_path / f"atlas-{port}"),
+        "--snapshot-interval",
+        "off",  # as the redis-server beside it (--save ""); the AOF stays on, as by default
         *flags,
     ]
     process = ManagedProcess(

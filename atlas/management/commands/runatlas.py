@@ -3,6 +3,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from atlas import runner
 from atlas.conf import AtlasSettings
+from atlas.persistence.files import PersistenceError
 from atlas.server import ProtectedModeError
 from helios_site.config import ConfigError
 
@@ -23,11 +24,13 @@ class Command(BaseCommand):
         parser.add_argument("--client-query-buffer-limit", help="largest pending request (default 1gb)")
         parser.add_argument("--client-output-buffer-limit", help="backlog that drops a slow subscriber (64mb)")
         parser.add_argument("--metrics-listen", help="host:port of /metrics (atlas.metrics_listen, 127.0.0.1:9091)")
+        parser.add_argument("--appendonly", help="yes|no: keep the AOF (atlas.appendonly, default yes)")
+        parser.add_argument("--snapshot-interval", help="snapshot + AOF rewrite period, e.g. 5m, or off (default 5m)")
 
     def handle(self, *args: object, **options: object) -> None:
         flags = {name: value for name, value in options.items() if isinstance(value, str)}
         try:
             atlas_settings = AtlasSettings.from_config(settings.CONFIG, **flags)
             runner.run(atlas_settings)
-        except (ConfigError, ProtectedModeError) as exc:
+        except (ConfigError, ProtectedModeError, PersistenceError) as exc:
             raise CommandError(str(exc)) from None
