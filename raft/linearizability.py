@@ -90,7 +90,8 @@ class Operation:
         args = ", ".join(repr(a) for a in self.args)
         end = "?" if self.ret is None else f"{self.ret:g}"
         answer = {Outcome.OK: f"-> {self.output!r}", Outcome.FAIL: "failed", Outcome.UNKNOWN: "unknown"}[self.outcome]
-        return f"[{self.call:g}, {end}] client {self.client}: {self.kind}({self.key!r}{', ' if args else ''}{args}) {answer}"
+        call = f"{self.kind}({self.key!r}{', ' if args else ''}{args})"
+        return f"[{self.call:g}, {end}] client {self.client}: {call} {answer}"
 
 
 class History:
@@ -104,14 +105,24 @@ class History:
         self._lock = threading.Lock()
         self._ops: list[dict[str, Any]] = []
 
-    def invoke(self, *, client: Hashable, kind: str, key: Hashable, args: tuple[Any, ...] = (), at: float | None = None) -> int:
+    def invoke(
+        self, *, client: Hashable, kind: str, key: Hashable, args: tuple[Any, ...] = (), at: float | None = None
+    ) -> int:
         if kind not in KINDS:
             raise ValueError(f"unknown operation kind {kind!r}; expected one of {KINDS}")
         now = time.monotonic_ns() if at is None else at
         with self._lock:
             self._ops.append(
-                {"client": client, "kind": kind, "key": key, "args": tuple(args), "call": now, "ret": None,
-                 "outcome": Outcome.UNKNOWN, "output": None}  # fmt: skip
+                {
+                    "client": client,
+                    "kind": kind,
+                    "key": key,
+                    "args": tuple(args),
+                    "call": now,
+                    "ret": None,
+                    "outcome": Outcome.UNKNOWN,
+                    "output": None,
+                }
             )
             return len(self._ops) - 1
 
@@ -204,114 +215,107 @@ class _Deadline(Exception):
 
 
 def _relevant(op: Operation) -> bool:
-    if op.outcome is Outcome.FAIL:
-        return False  # certainly did nothing (a cas answering False is OK with output False)
-    if op.outcome is Outcome.UNKNOWN and op.kind == "get":
-        return False  # a read without an answer constrains nothing
-    return True
+    # A failure certainly did nothing (a cas answering False is OK with output False), and a read
+    # without an answer constrains nothing.
+    return op.outcome is Outcome.OK or (op.outcome is Outcome.UNKNOWN and op.kind != "get")
 
 
-def _check_key(ops: Sequence[Operation], initial: Any, deadline: float) -> tuple[bool, list[Operation], list[Operation]]:
-    """Wing-Gong-Lowe search over one key's operations. Returns (linearizable, best prefix, stuck)."""
-    n = len(ops)
-    if n == 0:
-        return True, [], []
-    # Events: (time, is_return, op index). Calls sort before returns at equal times (concurrent).
-    events: list[tuple[float, int, int]] = []
-    for i, op in enumerate(ops):
-        events.append((op.call, 0, i))
-        end = op.ret if op.ret is not None and op.outcome is Outcome.OK else INFINITY
-        events.append((end, 1, i))
-    events.sort()
-    size = len(events) + 1  # node 0 is the head sentinel
-    nxt = list(range(1, size + 1))
-    prv = list(range(-1, size - 1))
-    nxt[size - 1] = -1
-    is_return = [0] * size
-    op_of = [0] * size
-    match = [0] * size  # a call node's return node
-    call_node = [0] * n
-    for pos, (_, ret, i) in enumerate(events, start=1):
-        is_return[pos] = ret
-        op_of[pos] = i
-        if ret:
-            match[call_node[i]] = pos
-        else:
-            call_node[i] = pos
+class _Search:
+    """Wing-Gong-Lowe search over one key's operations, on a doubly linked list of call/return events."""
 
-    def lift(node: int) -> None:
-        ret_node = match[node]
-        nxt[prv[node]] = nxt[node]
-        if nxt[node] != -1:
-            prv[nxt[node]] = prv[node]
-        nxt[prv[ret_node]] = nxt[ret_node]
-        if nxt[ret_node] != -1:
-            prv[nxt[ret_node]] = prv[ret_node]
+    def __init__(self, ops: Sequence[Operation], initial: Any, deadline: float) -> None:
+        self.ops = ops
+        self.initial = initial
+        self.deadline = deadline
+        # Events: (time, is_return, op index). Calls sort before returns at equal times (concurrent).
+        events: list[tuple[float, int, int]] = []
+        for i, op in enumerate(ops):
+            events.append((op.call, 0, i))
+            events.append((op.ret if op.ret is not None and op.outcome is Outcome.OK else INFINITY, 1, i))
+        events.sort()
+        size = len(events) + 1  # node 0 is the head sentinel
+        self.nxt = list(range(1, size + 1))
+        self.nxt[size - 1] = -1
+        self.prv = list(range(-1, size - 1))
+        self.is_return = [0] * size
+        self.op_of = [0] * size
+        self.match = [0] * size  # a call node's return node
+        self.bit = [0] * size
+        # The model's answer for each call node, per state, computed once.
+        self.transitions: list[dict[Any, tuple[bool, Any]] | None] = [None] * size
+        call_node = [0] * len(ops)
+        for pos, (_, ret, i) in enumerate(events, start=1):
+            self.is_return[pos] = ret
+            self.op_of[pos] = i
+            if ret:
+                self.match[call_node[i]] = pos
+            else:
+                call_node[i] = pos
+                self.bit[pos] = 1 << i
+                self.transitions[pos] = {}
+        self.best: list[int] = []
+        self.best_stuck: list[int] = []
 
-    def unlift(node: int) -> None:
-        ret_node = match[node]
-        nxt[prv[ret_node]] = ret_node
-        if nxt[ret_node] != -1:
-            prv[nxt[ret_node]] = ret_node
-        nxt[prv[node]] = node
-        if nxt[node] != -1:
-            prv[nxt[node]] = node
+    def remember(self, stack: list[tuple[int, Any]], node: int) -> None:
+        """The deepest point so far: how far the search got, and the calls that could not follow."""
+        self.best = [self.op_of[entry] for entry, _ in stack]
+        self.best_stuck = []
+        walk = self.nxt[0]
+        while walk not in (-1, node):
+            if not self.is_return[walk]:
+                self.best_stuck.append(self.op_of[walk])
+            walk = self.nxt[walk]
+        self.best_stuck.append(self.op_of[node])
 
-    bit = [0] * size
-    transitions: list[dict[Any, tuple[bool, Any]] | None] = [None] * size
-    for pos in range(1, size):
-        if not is_return[pos]:
-            bit[pos] = 1 << op_of[pos]
-            transitions[pos] = {}  # the model's answer for this operation, per state, computed once
-    cache: set[tuple[int, Any]] = set()
-    stack: list[tuple[int, Any]] = []
-    state = initial
-    linearized = 0
-    node = nxt[0]
-    best: list[int] = []
-    best_stuck: list[int] = []
-    best_depth = -1
-    counter = 0
-    while nxt[0] != -1:
-        counter += 1
-        if not counter & 0xFFF and time.monotonic() > deadline:
-            raise _Deadline
-        table = transitions[node]
-        if table is not None:
-            outcome = table.get(state)
-            if outcome is None:
-                outcome = table[state] = step(state, ops[op_of[node]])
-            if outcome[0]:
-                new_linearized = linearized | bit[node]
-                key = (new_linearized, outcome[1])
-                if key not in cache:
-                    cache.add(key)
-                    stack.append((node, state))
-                    state = outcome[1]
-                    linearized = new_linearized
-                    lift(node)
-                    node = nxt[0]
-                    continue
-            node = nxt[node]
-            continue
-        if len(stack) > best_depth:
-            # The deepest point so far: remember how far it got and what could not follow.
-            best_depth = len(stack)
-            best = [op_of[entry] for entry, _ in stack]
-            best_stuck = []
-            walk = nxt[0]
-            while walk not in (-1, node):
-                if not is_return[walk]:
-                    best_stuck.append(op_of[walk])
-                walk = nxt[walk]
-            best_stuck.append(op_of[node])
-        if not stack:
-            return False, [ops[i] for i in best], [ops[i] for i in best_stuck]
-        top, state = stack.pop()
-        linearized &= ~bit[top]
-        unlift(top)
-        node = nxt[top]
-    return True, [], []
+    def run(self) -> bool:
+        nxt, prv, match = self.nxt, self.prv, self.match
+        transitions, bit, ops, op_of = self.transitions, self.bit, self.ops, self.op_of
+        cache: set[tuple[int, Any]] = set()
+        stack: list[tuple[int, Any]] = []
+        state = self.initial
+        linearized = 0
+        node = nxt[0]
+        best_depth = -1
+        counter = 0
+        while nxt[0] != -1:
+            counter += 1
+            if not counter & 0xFFF and time.monotonic() > self.deadline:
+                raise _Deadline
+            table = transitions[node]
+            if table is not None:  # a call: try to linearize it now
+                outcome = table.get(state)
+                if outcome is None:
+                    outcome = table[state] = step(state, ops[op_of[node]])
+                if outcome[0]:
+                    new_linearized = linearized | bit[node]
+                    key = (new_linearized, outcome[1])
+                    if key not in cache:
+                        cache.add(key)
+                        stack.append((node, state))
+                        state = outcome[1]
+                        linearized = new_linearized
+                        for n in (node, match[node]):  # lift the call and its return out of the list
+                            nxt[prv[n]] = nxt[n]
+                            if nxt[n] != -1:
+                                prv[nxt[n]] = prv[n]
+                        node = nxt[0]
+                        continue
+                node = nxt[node]
+                continue
+            # A return whose call is not linearized yet: undo the last choice.
+            if len(stack) > best_depth:
+                best_depth = len(stack)
+                self.remember(stack, node)
+            if not stack:
+                return False
+            top, state = stack.pop()
+            linearized &= ~bit[top]
+            for n in (match[top], top):  # put them back
+                nxt[prv[n]] = n
+                if nxt[n] != -1:
+                    prv[nxt[n]] = n
+            node = nxt[top]
+        return True
 
 
 def check(operations: Iterable[Operation], *, initial: Any = None, timeout: float | None = None) -> CheckResult:
@@ -327,16 +331,17 @@ def check(operations: Iterable[Operation], *, initial: Any = None, timeout: floa
     result = CheckResult(Verdict.OK, operations=count, keys=len(by_key))
     # Small keys first: a violation in a small sub-history is found fast and reads easily.
     for key, ops in sorted(by_key.items(), key=lambda item: len(item[1])):
+        search = _Search(ops, initial, deadline)
         try:
-            ok, prefix, stuck = _check_key(ops, initial, deadline)
+            linearizable = search.run()
         except _Deadline:
             result.verdict = Verdict.TIMEOUT
             break
-        if not ok:
+        if not linearizable:
             result.verdict = Verdict.ILLEGAL
             result.failed_key = key
-            result.longest_prefix = prefix
-            result.stuck = stuck
+            result.longest_prefix = [ops[i] for i in search.best]
+            result.stuck = [ops[i] for i in search.best_stuck]
             break
     result.seconds = time.monotonic() - started
     return result
@@ -371,6 +376,7 @@ def parse_jepsen_log(text: str, *, key: Hashable = "register") -> list[Operation
         if event == "invoke":
             if process in pending:
                 raise ValueError(f"line {number + 1}: process {process} invokes twice")
+            args: tuple[Any, ...]
             if function == "read":
                 kind, args = "get", ()
             elif function == "write":
