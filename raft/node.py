@@ -615,7 +615,9 @@ class RaftNode:
                     stats.fsyncs += 1
                     stats.persist_seconds_max = max(stats.persist_seconds_max, time.monotonic() - started)
                 elif rd.needs_persist():
-                    storage.persist(rd)  # only the commit index moved: a small write, no fsync
+                    # Only the commit index moved: a small write without fsync, still off the event
+                    # loop, where a congested disk could block it.
+                    await loop.run_in_executor(self._disk, storage.persist, rd)
                 for message in rd.messages:
                     transport.send(message)
                 if rd.snapshot is not None:

@@ -91,19 +91,27 @@ class KVClient:
             self.close()
             return "unknown", {"reason": f"{exc.__class__.__name__}: {exc}"}
 
+    def write(self, op: str, *args: Any, timeout: float | None = None) -> tuple[str, Any]:
+        """A write under this client's session; a session the cluster no longer knows starts afresh."""
+        status, value = self.request(op, *args, self.client_id, self.next_seq(), timeout=timeout)
+        if status == "fail" and "session" in str(value):
+            self.client_id = uuid.uuid4().hex[:12]  # the session expired (e.g. its first write was lost)
+            self.seq = 0
+        return status, value
+
     # writes carry a client id and sequence number: a retry of the same write keeps its number
     def next_seq(self) -> int:
         self.seq += 1
         return self.seq
 
-    def set(self, key: str, value: Any, seq: int | None = None, **kw: Any) -> tuple[str, Any]:
-        return self.request("set", key, value, self.client_id, seq or self.next_seq(), **kw)
+    def set(self, key: str, value: Any, *, timeout: float | None = None) -> tuple[str, Any]:
+        return self.write("set", key, value, timeout=timeout)
 
-    def incr(self, key: str, seq: int | None = None, **kw: Any) -> tuple[str, Any]:
-        return self.request("incr", key, self.client_id, seq or self.next_seq(), **kw)
+    def incr(self, key: str, *, timeout: float | None = None) -> tuple[str, Any]:
+        return self.write("incr", key, timeout=timeout)
 
-    def cas(self, key: str, expected: Any, new: Any, seq: int | None = None, **kw: Any) -> tuple[str, Any]:
-        return self.request("cas", key, expected, new, self.client_id, seq or self.next_seq(), **kw)
+    def cas(self, key: str, expected: Any, new: Any, *, timeout: float | None = None) -> tuple[str, Any]:
+        return self.write("cas", key, expected, new, timeout=timeout)
 
     def get(self, key: str, *, stale: bool = False, **kw: Any) -> tuple[str, Any]:
         return self.request("get", key, *(["stale"] if stale else []), **kw)
