@@ -56,7 +56,7 @@ logger = logging.getLogger(__name__)
 
 LENGTH = struct.Struct(">I")
 MAX_REQUEST_BYTES = 1024 * 1024
-SECRET_ENV = "HELIOS_CLUSTER_SECRET"
+SECRET_ENV = "HELIOS_CLUSTER_SECRET"  # noqa: S105 - the name of a variable, not a secret
 
 
 def _pack(obj: Any) -> bytes:
@@ -232,7 +232,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     secret = os.environ.get(SECRET_ENV, "")
     if len(secret) < 16:
-        print(f"raft.demo: set {SECRET_ENV} to the cluster secret (at least 16 characters)", file=sys.stderr)
+        sys.stderr.write(f"raft.demo: set {SECRET_ENV} to the cluster secret (at least 16 characters)\n")
         return 2
     try:
         config = NodeConfig(
@@ -256,7 +256,7 @@ def main(argv: list[str] | None = None) -> int:
         config.validate()
         client = parse_address(args.client)
     except ValueError as exc:
-        print(f"raft.demo: {exc}", file=sys.stderr)
+        sys.stderr.write(f"raft.demo: {exc}\n")
         return 2
     try:
         import uvloop
@@ -267,7 +267,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(runner(serve(config, client)))
     except (NodeIdentityError, StorageError) as exc:
-        print(f"raft.demo: {exc}", file=sys.stderr)
+        sys.stderr.write(f"raft.demo: {exc}\n")
         return 2
 
 

@@ -304,9 +304,7 @@ class RaftCluster:
             spec.process.stop()
         spec.starts += 1
         env = base_env(HELIOS_CLUSTER_SECRET=SECRET)
-        spec.process = ManagedProcess(
-            self.argv(node_id), env, self.base / f"node-{node_id}.{spec.starts}.log"
-        )
+        spec.process = ManagedProcess(self.argv(node_id), env, self.base / f"node-{node_id}.{spec.starts}.log")
         if wait:
             self.wait_serving(node_id)
         return spec.process
@@ -336,7 +334,8 @@ class RaftCluster:
                 socket.create_connection(("127.0.0.1", spec.client_port), timeout=1).close()
                 return
             if time.monotonic() > deadline:
-                raise AssertionError(f"node {node_id} did not serve within {timeout}s:\n{spec.process.output()[-3000:]}")
+                tail = spec.process.output()[-3000:]
+                raise AssertionError(f"node {node_id} did not serve within {timeout}s:\n{tail}")
             time.sleep(0.05)
 
     def kill(self, node_id: int, sig: int = signal.SIGKILL) -> None:

@@ -105,7 +105,7 @@ def test_history_under_faults_is_linearizable(cluster: RaftCluster) -> None:
 
     ops = history.operations()
     outcomes = {o: sum(1 for op in ops if op.outcome is o) for o in Outcome}
-    print(f"\n{len(ops)} operations {({o.value: n for o, n in outcomes.items()})}, faults: {faults}")
+    print(f"\n{len(ops)} operations { ({o.value: n for o, n in outcomes.items()}) }, faults: {faults}")
     assert outcomes[Outcome.OK] >= 200, outcomes
     assert len(faults) >= 5
     result = check(ops, timeout=60)

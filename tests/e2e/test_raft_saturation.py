@@ -7,7 +7,6 @@ slow) are printed with -s.
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import threading
@@ -26,8 +25,7 @@ BURNERS = 3  # busy processes on top of the cluster and its clients, on a 2-core
 @pytest.fixture
 def burners() -> Iterator[None]:
     procs = [
-        subprocess.Popen([sys.executable, "-c", "while True: pass"], stdout=subprocess.DEVNULL)
-        for _ in range(BURNERS)
+        subprocess.Popen([sys.executable, "-c", "while True: pass"], stdout=subprocess.DEVNULL) for _ in range(BURNERS)
     ]
     yield
     for proc in procs:
