@@ -606,18 +606,17 @@ class RaftNode:
                 stats.readies += 1
                 if rd.soft_state is not None:
                     self._on_soft_state(rd.soft_state)
-                if rd.must_sync or rd.snapshot is not None:
+                if rd.needs_persist():
+                    # Off the event loop (a congested disk could block even a write without fsync),
+                    # in the one disk thread: one fdatasync for everything this Ready holds.
                     started = self._persisting_since = time.monotonic()
                     try:
                         await loop.run_in_executor(self._disk, storage.persist, rd)
                     finally:
                         self._persisting_since = None
-                    stats.fsyncs += 1
+                    if rd.must_sync:
+                        stats.fsyncs += 1
                     stats.persist_seconds_max = max(stats.persist_seconds_max, time.monotonic() - started)
-                elif rd.needs_persist():
-                    # Only the commit index moved: a small write without fsync, still off the event
-                    # loop, where a congested disk could block it.
-                    await loop.run_in_executor(self._disk, storage.persist, rd)
                 for message in rd.messages:
                     transport.send(message)
                 if rd.snapshot is not None:
