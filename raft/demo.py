@@ -16,7 +16,8 @@ the leader's id); "unknown" means it may have taken effect (a timeout, the node 
     status [] -> RaftNode.status()      dump [] -> {"applied": index, "data": {...}} (local)
     add [id, host, port, voter]   remove [id]   transfer [id]   snapshot []
 
-Writes carry a client id and sequence number, so a retry after "unknown" is applied once.
+`python -m raft.demo client 127.0.0.1:8001 set greeting hello` sends one request and prints the
+answer as JSON. Writes carry a client id and sequence number, so a retry after "unknown" is applied once.
 """
 
 from __future__ import annotations
@@ -24,9 +25,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import signal
+import socket
 import struct
 import sys
 from pathlib import Path
@@ -225,7 +228,38 @@ async def serve(config: NodeConfig, client: tuple[str, int]) -> int:
     return 1 if failed else 0
 
 
+def client_main(argv: list[str]) -> int:
+    """`python -m raft.demo client HOST:PORT OP [ARG ...]`: one request, the answer as JSON on stdout.
+
+    Arguments that read as integers are sent as integers; writes get a fresh client id.
+    """
+    if len(argv) < 2:
+        sys.stderr.write("usage: python -m raft.demo client HOST:PORT OP [ARG ...]\n")
+        return 2
+    host, port = parse_address(argv[0])
+    op, raw_args = argv[1], argv[2:]
+    args: list[Any] = [int(a) if a.lstrip("-").isdigit() else a for a in raw_args]
+    if op in ("set", "incr", "cas"):
+        args += [os.urandom(6).hex(), 1]
+    payload = _pack([1, op, args])
+    with socket.create_connection((host, port), timeout=10) as sock:
+        sock.sendall(LENGTH.pack(len(payload)) + payload)
+        data = b""
+        while len(data) < LENGTH.size or len(data) < LENGTH.size + LENGTH.unpack(data[: LENGTH.size])[0]:
+            chunk = sock.recv(65536)
+            if not chunk:
+                sys.stderr.write("raft.demo: the node closed the connection\n")
+                return 1
+            data += chunk
+    _, status, value = msgpack.unpackb(data[LENGTH.size :], raw=False)
+    sys.stdout.write(json.dumps({"status": status, "value": value}, default=repr) + "\n")
+    return 0 if status == "ok" else 1
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["client"]:
+        return client_main(argv[1:])
     args = build_parser().parse_args(argv)
     logging.basicConfig(
         level=logging.INFO, format=f"%(asctime)s node-{args.id} %(levelname)s %(name)s: %(message)s", stream=sys.stderr

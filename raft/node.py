@@ -599,7 +599,7 @@ class RaftNode:
         while True:
             await self._wake.wait()
             self._wake.clear()
-            if self._applied - self._snapshot_meta[0] >= self._next_snapshot_gap and self._applied:
+            if self._snapshot_due():
                 await self._take_snapshot()
             while raw.has_ready():
                 rd = raw.ready()
@@ -629,7 +629,7 @@ class RaftNode:
                         future.set_result(read.index)
                 raw.advance(rd)
                 self._after_advance(rd)
-                if self._applied - self._snapshot_meta[0] >= self._next_snapshot_gap:
+                if self._snapshot_due():
                     await self._take_snapshot()
 
     def _on_soft_state(self, soft: SoftState) -> None:
@@ -780,6 +780,10 @@ class RaftNode:
             len(snapshot.data),
             extra={"action": "raft_snapshot_install", "node_id": self.id},
         )
+
+    def _snapshot_due(self) -> bool:
+        behind = self._applied - self._snapshot_meta[0]
+        return behind > 0 and behind >= self._next_snapshot_gap
 
     async def _take_snapshot(self) -> None:
         index = self._applied
@@ -1136,6 +1140,9 @@ class RaftNode:
             self._transport.cluster_id = cluster_id
         _Identity(Path(self.config.data_dir) / IDENTITY_FILE).save(self.id, cluster_id)
 
+    def _log_bytes(self) -> int:
+        return _directory_bytes(Path(self.config.data_dir) / "wal")
+
     # --- status --------------------------------------------------------------------------------
 
     def status(self) -> dict[str, Any]:
@@ -1176,6 +1183,7 @@ class RaftNode:
             "first_index": r.log.first_index(),
             "last_index": r.log.last_index(),
             "log_entries": r.log.last_index() - r.log.first_index() + 1,
+            "log_bytes": self._log_bytes(),
             "voters": list(r.voters),
             "learners": list(r.learners),
             "peers": peers,
@@ -1200,6 +1208,15 @@ class RaftNode:
                 "auth_failures": self.transport.auth_failures,
             },
         }
+
+
+def _directory_bytes(path: Path) -> int:
+    total = 0
+    with contextlib.suppress(OSError), os.scandir(path) as entries:
+        for entry in entries:
+            with contextlib.suppress(OSError):
+                total += entry.stat().st_size
+    return total
 
 
 def _error_from_remote(exc: RemoteError) -> Exception:

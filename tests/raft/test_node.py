@@ -148,6 +148,8 @@ def test_writes_through_leader_and_followers_apply_once_and_read_linearizably(tm
         assert status["leader_id"] == leader.id
         assert status["commit_index"] == status["applied_index"] == leader.applied_index
         assert set(status["peers"]) == {str(n) for n in c.nodes if n != leader.id}
+        assert status["log_bytes"] > 0
+        assert status["log_entries"] == status["last_index"] - status["first_index"] + 1
         for peer in status["peers"].values():
             assert peer["match_index"] > 0
             assert peer["last_contact_ms"] is not None
