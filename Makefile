@@ -76,3 +76,8 @@ soak-raft: venv
 ## bench-raft: committed proposals/s through the core (perfect network) and storage appends/s with fsync batching
 bench-raft: venv
 	$(PY) -m raft.bench
+
+.PHONY: bench-raft-cluster
+## bench-raft-cluster: raft.demo processes (fsync on): 3 nodes against 1, sequential and concurrent writes, failover time
+bench-raft-cluster: venv
+	$(PY) bench/bench_raft_cluster.py

@@ -130,7 +130,7 @@ class _Link:
     def __init__(self, target_port: int) -> None:
         self.target_port = target_port
         self.up = True
-        self.connections: set[asyncio.Transport] = set()
+        self.connections: set[asyncio.WriteTransport] = set()
         self.server: asyncio.Server | None = None
         self.port = 0
 
@@ -148,7 +148,7 @@ class _Link:
             writer.transport.abort()
             return
         pair = (writer.transport, up_writer.transport)
-        self.connections.update(pair)  # type: ignore[arg-type]
+        self.connections.update(pair)
 
         async def pipe(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
             try:
@@ -163,7 +163,7 @@ class _Link:
                 sink.transport.abort()
 
         await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
-        self.connections.difference_update(pair)  # type: ignore[arg-type]
+        self.connections.difference_update(pair)
 
     def set_up(self, up: bool) -> None:
         self.up = up
