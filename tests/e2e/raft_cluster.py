@@ -197,8 +197,13 @@ class ProxyHub:
         return link.port
 
     def set_link(self, src: int, dst: int, up: bool) -> None:
+        """Cut or restore a link; when this returns, a cut link's connections are already reset."""
         link = self.links[(src, dst)]
-        self.loop.call_soon_threadsafe(link.set_up, up)
+
+        async def apply() -> None:
+            link.set_up(up)
+
+        self._run(apply())
 
     def close(self) -> None:
         for link in self.links.values():
