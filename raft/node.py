@@ -796,7 +796,11 @@ class RaftNode:
             storage.save_snapshot(snapshot)
             storage.compact(index)
 
-        await asyncio.get_running_loop().run_in_executor(self._disk, save)
+        self._persisting_since = time.monotonic()  # heartbeats go on while the file is written
+        try:
+            await asyncio.get_running_loop().run_in_executor(self._disk, save)
+        finally:
+            self._persisting_since = None
         self._snapshot_meta = (index, snapshot.meta.term, len(data))
         self.stats.snapshots_taken += 1
         # Nodes snapshot at different points, so two followers never stall on it together.
