@@ -606,7 +606,7 @@ class RaftNode:
                 stats.readies += 1
                 if rd.soft_state is not None:
                     self._on_soft_state(rd.soft_state)
-                if rd.needs_persist():
+                if rd.must_sync or rd.entries or rd.snapshot is not None:
                     # Off the event loop (a congested disk could block even a write without fsync),
                     # in the one disk thread: one fdatasync for everything this Ready holds.
                     started = self._persisting_since = time.monotonic()
@@ -617,8 +617,16 @@ class RaftNode:
                     if rd.must_sync:
                         stats.fsyncs += 1
                     stats.persist_seconds_max = max(stats.persist_seconds_max, time.monotonic() - started)
+                elif rd.needs_persist():
+                    # Only the commit index moved. Raft keeps it as volatile state (a restarted node
+                    # learns it again from its leader), so it is written with the next Ready that
+                    # holds entries or a new term or vote, not on its own: one trip to the disk
+                    # thread less per commit, on every node.
+                    rd.mark_persisted()
                 for message in rd.messages:
                     transport.send(message)
+                if rd.messages:
+                    transport.flush()
                 if rd.snapshot is not None:
                     self._install_snapshot(rd.snapshot)
                 for entry in rd.committed_entries:

@@ -768,6 +768,12 @@ class Transport:
             return False
         return link.enqueue(frame(F_MESSAGE, encode_message(message)), urgent=message.type in URGENT_TYPES)
 
+    def flush(self) -> None:
+        """Write what send() queued now rather than at the next turn of the event loop (one write per peer)."""
+        for link in self._links.values():
+            if link.urgent or link.bulk:
+                link.flush()
+
     async def call(self, peer_id: int, method: str, body: bytes, *, timeout: float) -> bytes:
         """Send a request to a peer and wait for its answer.
 
