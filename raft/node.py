@@ -4,7 +4,8 @@ RaftNode owns the IO that raft.core leaves out. On one asyncio event loop it tic
 a monotonic clock, feeds it the messages the transport receives, and runs the Ready cycle:
 persist (FileStorage, one fdatasync per Ready in a single worker thread, so proposals that queue
 meanwhile are committed together: a group commit), then send, then apply committed entries to the
-application's StateMachine and answer whoever waits for them.
+application's StateMachine and answer whoever waits for them. A leader sends its appends before
+its own fsync (Ready.take_early_messages), so its disk write overlaps its followers'.
 
     node = RaftNode(NodeConfig(node_id=1, data_dir=..., listen=("127.0.0.1", 7001),
                                secret=..., peers={1: (...), 2: (...), 3: (...)}), fsm)
@@ -606,6 +607,11 @@ class RaftNode:
                 stats.readies += 1
                 if rd.soft_state is not None:
                     self._on_soft_state(rd.soft_state)
+                early = rd.take_early_messages()  # a leader's appends overlap its own fsync
+                if early:
+                    for message in early:
+                        transport.send(message)
+                    transport.flush()
                 if rd.must_sync or rd.entries or rd.snapshot is not None:
                     # Off the event loop (a congested disk could block even a write without fsync),
                     # in the one disk thread: one fdatasync for everything this Ready holds.
