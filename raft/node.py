@@ -354,7 +354,11 @@ class RaftNode:
         """Open (or create) the data directory, check it belongs to this node, join the cluster."""
         config = self.config
         loop = asyncio.get_running_loop()
-        self._storage = await loop.run_in_executor(self._disk, self._open_storage)
+        try:
+            self._storage = await loop.run_in_executor(self._disk, self._open_storage)
+        except BaseException:
+            self._disk.shutdown(wait=False)
+            raise
         state = self._storage.load()
         raft_config = Config(
             id=self.id,

@@ -701,6 +701,7 @@ class Transport:
         self._inbound: set[_Inbound] = set()
         self._server: asyncio.Server | None = None
         self._last_contact: dict[int, float] = {}
+        self._closing: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
         """Listen on the configured address (port 0 picks a free one: see `address`)."""
@@ -722,6 +723,9 @@ class Transport:
         for link in list(self._links.values()):
             await link.close()
         self._links.clear()
+        for closing in list(self._closing):
+            with contextlib.suppress(Exception):
+                await closing
         for conn in list(self._inbound):
             conn.close()
         if self._server is not None:
@@ -736,7 +740,9 @@ class Transport:
         for peer_id in list(self._links):
             if peer_id not in peers or self._links[peer_id].address != peers[peer_id]:
                 link = self._links.pop(peer_id)
-                asyncio.get_running_loop().create_task(link.close())
+                closing = asyncio.get_running_loop().create_task(link.close())
+                self._closing.add(closing)
+                closing.add_done_callback(self._closing.discard)
         for peer_id, address in peers.items():
             if peer_id != self.config.node_id and peer_id not in self._links:
                 self._links[peer_id] = _PeerLink(self, peer_id, address)

@@ -176,3 +176,13 @@ def test_every_acknowledged_write_survives_killing_all_nodes_at_once(cluster: Ra
     data = cluster.wait_converged(cluster.nodes, timeout=20)
     assert_all_acked_present(data, acked)
     assert len(acked) >= 200
+
+
+def test_a_node_refuses_the_data_dir_of_another_node(cluster: RaftCluster) -> None:
+    cluster.wait_leader()
+    cluster.kill(1)
+    cluster.kill(2)
+    cluster.nodes[2].data_dir = cluster.nodes[1].data_dir
+    process = cluster.start(2, wait=False)
+    assert process.process.wait(20) == 2
+    assert "belongs to node 1, not node 2; refusing to start" in process.output()
