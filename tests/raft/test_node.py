@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import socket
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -25,21 +24,10 @@ from raft.node import (
     parse_node_id,
     parse_peers,
 )
+from tests.helpers import free_port
+from tests.raft.support import run
 
 SECRET = b"node-tests-secret-0123456789"
-
-
-def run(coro: Awaitable[Any], timeout: float = 60.0) -> Any:
-    async def bounded() -> Any:
-        return await asyncio.wait_for(coro, timeout)
-
-    return asyncio.run(bounded())
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def cmd(*parts: Any) -> bytes:

@@ -30,15 +30,9 @@ from raft.transport import (
     frame,
     tls_contexts,
 )
+from tests.raft.support import run
 
 SECRET = b"0123456789abcdef-cluster"
-
-
-def run(coro: Awaitable[Any], timeout: float = 30.0) -> Any:
-    async def bounded() -> Any:
-        return await asyncio.wait_for(coro, timeout)
-
-    return asyncio.run(bounded())
 
 
 class Node:
