@@ -81,3 +81,13 @@ bench-raft: venv
 ## bench-raft-cluster: raft.demo processes (fsync on): 3 nodes against 1, sequential and concurrent writes, failover time
 bench-raft-cluster: venv
 	$(PY) bench/bench_raft_cluster.py
+
+.PHONY: bench-gateway
+## bench-gateway: wrk against GET /api/v1/kv/<key> (valid token) and /healthz through gunicorn with 2 workers, then a profile (needs wrk)
+bench-gateway: venv
+	$(PY) bench/bench_gateway.py
+
+## bench-jobs: the job queue on SQLite and PostgreSQL against Celery on Redis (run alone: flock /tmp/helios-bench.lock make bench-jobs)
+.PHONY: bench-jobs
+bench-jobs: venv
+	$(PY) bench/bench_jobs.py $(BENCH_ARGS)

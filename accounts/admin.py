@@ -18,9 +18,26 @@ class PermissionChoiceField(forms.ModelMultipleChoiceField):
 
 @admin.register(Role)
 class RoleAdmin(admin.ModelAdmin):
-    list_display = ["name", "description", "read_key_patterns", "write_key_patterns"]
+    list_display = ["name", "description", "read_key_patterns", "write_key_patterns", "rate_limit"]
     search_fields = ["name", "description"]
     filter_horizontal = ["permissions"]
+    fieldsets = (
+        (None, {"fields": ("name", "description", "permissions")}),
+        ("KV keys", {"fields": ("read_key_patterns", "write_key_patterns")}),
+        (
+            "Rate limit (empty fields take the gateway.rate_limit.default_* settings)",
+            {"fields": ("rate_limit_capacity", "rate_limit_rate_num", "rate_limit_rate_den")},
+        ),
+    )
+
+    @admin.display(description="rate limit")
+    def rate_limit(self, role: Role) -> str:
+        """The override as `capacity, num/den s`, `default` where a field is empty."""
+        if role.rate_limit_capacity is None and role.rate_limit_rate_num is None and role.rate_limit_rate_den is None:
+            return "default"
+        capacity = role.rate_limit_capacity or "default"
+        rate = f"{role.rate_limit_rate_num or 'default'}/{role.rate_limit_rate_den or 'default'} s"
+        return f"burst {capacity}, {rate}"
 
     def formfield_for_manytomany(self, db_field, request, **kwargs):  # type: ignore[no-untyped-def]
         if db_field.name != "permissions":

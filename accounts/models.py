@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from django.contrib.auth.models import AbstractUser, Permission
 from django.core.exceptions import ValidationError
+from django.core.validators import MinValueValidator
 from django.db import models
 
 from accounts.permissions import HELIOS_PERMISSIONS
@@ -37,6 +38,26 @@ class Role(models.Model):
         blank=True,
         validators=[validate_key_patterns],
         help_text="Keys holders may write, Redis-ACL style: ~glob separated by spaces. Empty means none.",
+    )
+    # Rate limit overrides (gateway.rate_limit.default_* when empty). A user with several roles gets
+    # the most generous of their roles' policies.
+    rate_limit_capacity = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(1)],
+        help_text="Requests in a burst (bucket size). Empty: gateway.rate_limit.default_capacity.",
+    )
+    rate_limit_rate_num = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(1)],
+        help_text="Refill: this many requests ... Empty: gateway.rate_limit.default_rate_num.",
+    )
+    rate_limit_rate_den = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(1)],
+        help_text="... per this many seconds. Empty: gateway.rate_limit.default_rate_den.",
     )
 
     class Meta:

@@ -49,7 +49,11 @@ def qualified(codename: str) -> str:
 
 
 def has_permission(user: Any, codename: str) -> bool:
-    return bool(user and user.is_authenticated and user.has_perm(qualified(codename)))
+    """Whether the user holds `codename`: through a role (one query, shared with the KV key patterns and
+    the rate limit policy), or through Django's own means (superuser, groups, user permissions)."""
+    from accounts.selectors import user_has_permission
+
+    return user_has_permission(user=user, permission=qualified(codename))
 
 
 def require(codename: str) -> type[BasePermission]:

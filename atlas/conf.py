@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -55,3 +56,30 @@ class AtlasSettings:
             metrics_host=metrics_host,
             metrics_port=metrics_port,
         )
+
+
+@dataclass(frozen=True)
+class KVSettings:
+    """The KV REST API's limits and where its keys live (gateway.kv.*); build it with from_config()."""
+
+    database: int
+    max_value_size: int
+    max_key_length: int
+    max_list_count: int
+
+    @classmethod
+    def from_config(cls, config: Config) -> KVSettings:
+        return cls(
+            database=config.get("gateway.kv.database"),
+            max_value_size=config.get("gateway.kv.max_value_size"),
+            max_key_length=config.get("gateway.kv.max_key_length"),
+            max_list_count=config.get("gateway.kv.max_list_count"),
+        )
+
+
+@functools.cache
+def kv_settings() -> KVSettings:
+    """The gateway's KV settings, read once per process (tests call kv_settings.cache_clear())."""
+    from django.conf import settings
+
+    return KVSettings.from_config(settings.CONFIG)

@@ -26,8 +26,19 @@ import hiredis
 
 MAX_MULTIBULK_COUNT = 1024 * 1024
 MAX_INLINE_SIZE = 64 * 1024
-# An aggregate header that may declare more than MAX_MULTIBULK_COUNT elements (or data that looks so).
-_BIG_COUNT = re.compile(rb"[*%~>|]\+?\d{7}")
+# Headers hiredis would act on before the frame is complete: an array ("*") or a push (">") of a
+# million elements or more makes it allocate and, on release, walk every slot. Other aggregate
+# types either allocate lazily (maps, sets) or fail at once (attributes: MemoryError, caught).
+_BIG_ARRAY = re.compile(rb"\*\+?\d{7}")  # literal first bytes: both searched at memchr speed
+_BIG_PUSH = re.compile(rb">\+?\d{7}")
+_AGGREGATE_MARKERS = frozenset((b"%", b"~", b">", b"|"))
+
+
+def _may_declare_big_count(data: bytes) -> bool:
+    """Whether `data` may hold such a header (cheap; true for some harmless data too)."""
+    if _BIG_ARRAY.search(data) is not None:
+        return True
+    return data.find(b">") >= 0 and _BIG_PUSH.search(data) is not None
 
 
 class ProtocolError(Exception):
@@ -269,6 +280,8 @@ class RequestGuard:
             state.bulk_left = length + 2
             return
         if line[:1] != b"*":
+            if line[:1] in _AGGREGATE_MARKERS:  # hiredis would take it for a map, set or push
+                raise ProtocolError(f"Protocol error: expected '*', got '{line[:1].decode()}'")
             if len(line) > MAX_INLINE_SIZE:
                 raise ProtocolError("Protocol error: too big inline request")
             return  # a whole inline command: nothing to validate
@@ -387,7 +400,7 @@ class RequestParser:
                 return
         scanned = self._carry + data
         self._carry = scanned[-12:]  # a count cut in two by the end of a read is still found
-        if self._tracking or _BIG_COUNT.search(scanned) is not None:
+        if self._tracking or _may_declare_big_count(scanned):
             self._unchecked = None
             try:
                 self.guard.walk(data)  # exact: raises on the first header Redis would refuse
@@ -477,19 +490,21 @@ def _redis_wording(hiredis_message: str) -> str:
 
 
 def _ends_with(data: bytes, frame: Frame) -> bool:
-    """Whether `data` ends with the canonical encoding of `frame` (so, on a frame boundary)."""
-    view = memoryview(data)  # slices compare without copying a large argument
+    """Whether `data` ends with the canonical encoding of `frame` (so, on a frame boundary).
+    Small pieces are compared by slicing (cheapest); a large argument in place, without a copy."""
     pos = len(data)
     for arg in reversed(frame):
-        start = pos - 2 - len(arg)
-        header = b"$%d\r\n" % len(arg)
-        if start - len(header) < 0 or data[pos - 2 : pos] != b"\r\n" or view[start : pos - 2] != arg:
+        size = len(arg)
+        start = pos - 2 - size
+        header = b"$%d\r\n" % size
+        header_start = start - len(header)
+        if header_start < 0 or data[pos - 2 : pos] != b"\r\n" or data[header_start:start] != header:
             return False
-        if data[start - len(header) : start] != header:
+        if (data[start : pos - 2] != arg) if size <= 4096 else not data.startswith(arg, start):
             return False
-        pos = start - len(header)
+        pos = header_start
     header = b"*%d\r\n" % len(frame)
-    return pos >= len(header) and data[pos - len(header) : pos] == header
+    return data[pos - len(header) : pos] == header and pos >= len(header)
 
 
 def encode_command(args: Iterable[bytes]) -> bytes:

@@ -49,8 +49,12 @@ class RequestBodyTooLarge(exceptions.APIException):
 class LimitedJSONParser(JSONParser):
     """JSONParser that reads at most DATA_UPLOAD_MAX_MEMORY_SIZE bytes, whatever the client says."""
 
+    def body_limit(self) -> int:
+        """The largest body this parser reads; subclasses raise it for endpoints with large bodies."""
+        return int(settings.DATA_UPLOAD_MAX_MEMORY_SIZE)
+
     def parse(self, stream: Any, media_type: str | None = None, parser_context: Mapping[str, Any] | None = None) -> Any:
-        limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+        limit = self.body_limit()
         body = stream.read(limit + 1) if stream is not None else b""
         if len(body) > limit:
             raise RequestBodyTooLarge()
@@ -60,17 +64,32 @@ class LimitedJSONParser(JSONParser):
             raise exceptions.ParseError(f"JSON parse error - {exc}") from None
 
 
-def _first_message(errors: Any, prefix: str = "") -> tuple[str, str]:
-    """The first (message, code) in DRF's nested error structure, with its field path as prefix."""
+def _first_error(errors: Any, path: tuple[str, ...] = ()) -> tuple[tuple[str, ...], Any] | None:
+    """The first error in DRF's nested structure and the path to it (fields, list indexes)."""
     if isinstance(errors, dict):
         for field, value in errors.items():
-            label = "" if field in ("non_field_errors", "detail") else f"{prefix}{field}: "
-            return _first_message(value, label if not prefix else f"{prefix}{field}.")
-    if isinstance(errors, list) and errors:
-        return _first_message(errors[0], prefix)
-    if isinstance(errors, exceptions.ErrorDetail):
-        return f"{prefix}{errors}", errors.code or "invalid"
-    return f"{prefix}{errors}", "invalid"
+            found = _first_error(value, path if field in ("non_field_errors", "detail") else (*path, str(field)))
+            if found is not None:
+                return found
+        return None
+    if isinstance(errors, list):
+        for index, item in enumerate(errors):
+            found = _first_error(item, path if isinstance(item, str) else (*path, str(index)))
+            if found is not None:
+                return found
+        return None
+    return path, errors
+
+
+def _first_message(errors: Any) -> tuple[str, str]:
+    """The first (message, code) of an error structure, the message prefixed by its field path
+    ("username: ...", "jobs.2.priority: ...")."""
+    found = _first_error(errors)
+    if found is None:
+        return "Invalid input.", "invalid"
+    path, error = found
+    code = error.code if isinstance(error, exceptions.ErrorDetail) and error.code else "invalid"
+    return (f"{'.'.join(path)}: {error}" if path else str(error)), code
 
 
 def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:

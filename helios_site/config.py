@@ -8,6 +8,7 @@ A bad value raises ConfigError, whose message is one line naming the setting and
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from collections.abc import Callable, Mapping
@@ -73,13 +74,13 @@ def parse_bool(raw: Any) -> bool:
 
 def non_negative_int(raw: Any) -> int:
     if isinstance(raw, bool):
-        raise ValueError(f"expected an integer of 0 or more, got {raw!r}")
+        raise ValueError(f"expected an integer >= 0, got {raw!r}")
     try:
         value = int(str(raw).strip())
     except ValueError:
-        raise ValueError(f"expected an integer of 0 or more, got {raw!r}") from None
+        raise ValueError(f"expected an integer >= 0, got {raw!r}") from None
     if value < 0:
-        raise ValueError(f"expected an integer of 0 or more, got {raw!r}")
+        raise ValueError(f"expected an integer >= 0, got {raw!r}")
     return value
 
 
@@ -189,6 +190,18 @@ SCHEMA: tuple[Setting, ...] = (
     Setting("atlas.client_query_buffer_limit", parse_size, "1gb"),
     Setting("atlas.client_output_buffer_limit", parse_size, "64mb", help="backlog that drops a slow subscriber"),
     Setting("atlas.metrics_listen", parse_address, "127.0.0.1:9091"),
+    # worker: `manage.py runworker`, the job queue's worker processes (jobs/conf.py reads these)
+    Setting("worker.worker_id", parse_text, None, help="default: <hostname>-<pid>"),
+    Setting("worker.queues", parse_string_list, [], help="queues to take jobs from; empty means every queue"),
+    Setting("worker.concurrency", positive_int, 4, help="jobs one worker process runs at once (threads)"),
+    Setting("worker.prefetch", non_negative_int, 4, help="jobs claimed ahead of free threads, to keep them busy"),
+    Setting("worker.poll_interval", parse_duration, "5s", help="longest idle wait between two claims"),
+    Setting("worker.max_attempts", positive_int, 3, help="default attempts of a job before it is DEAD"),
+    Setting("worker.lease", parse_duration, "30s", help="visibility timeout, renewed by a heartbeat"),
+    Setting("worker.shutdown_grace", parse_duration, "8s", help="time in-flight jobs get to finish on SIGTERM"),
+    Setting("worker.metrics_listen", parse_address, "127.0.0.1:9092", help="Prometheus metrics of the worker"),
+    Setting("worker.imports", parse_string_list, [], help="task modules to import besides every app's tasks.py"),
+    Setting("worker.http_allow_private", parse_bool, False, help="let the http task reach private addresses"),
 )
 
 
@@ -244,6 +257,61 @@ PROXY_SCHEMA: tuple[Setting, ...] = (
     Setting("proxy.log_level", parse_choice("debug", "info", "warning", "error"), "info"),
 )
 SCHEMA = SCHEMA + PROXY_SCHEMA
+
+
+# -- gateway: the KV API, the rate limiter, trusted proxies, and how the gateway calls ATLAS.
+
+
+def parse_networks(raw: Any) -> list[str]:
+    """IP addresses or CIDR networks (a YAML list, or comma-separated from the environment)."""
+    networks = []
+    for item in parse_string_list(raw):
+        try:
+            networks.append(str(ipaddress.ip_network(item, strict=False)))
+        except ValueError:
+            raise ValueError(f"expected IP addresses or networks such as 10.0.0.0/8, got {item!r}") from None
+    return networks
+
+
+def non_negative_duration(raw: Any) -> float:
+    """A duration that may be 0 ('0', '0s'), for backoffs that can be switched off."""
+    if str(raw).strip() in {"0", "0s", "0ms", "0.0"}:
+        return 0.0
+    return parse_duration(raw)
+
+
+GATEWAY_SCHEMA: tuple[Setting, ...] = (
+    Setting(
+        "gateway.trusted_proxies",
+        parse_networks,
+        "127.0.0.1,::1",
+        help="peers whose X-Forwarded-For is believed (the HELIOS proxy runs on loopback)",
+    ),
+    Setting("gateway.kv.database", non_negative_int, 1, help="ATLAS database of the KV API (0 holds Django's cache)"),
+    Setting("gateway.kv.max_value_size", parse_size, "1mb", help="UTF-8 bytes of a value (413 beyond)"),
+    Setting("gateway.kv.max_key_length", positive_int, 512, help="UTF-8 bytes of a key (413 beyond)"),
+    Setting("gateway.kv.max_list_count", positive_int, 1000, help="largest ?count= of a listing"),
+    Setting("gateway.rate_limit.enabled", parse_bool, True, help="needs atlas.url; off without it"),
+    Setting("gateway.rate_limit.default_capacity", positive_int, 100, help="bucket size: requests in a burst"),
+    Setting("gateway.rate_limit.default_rate_num", positive_int, 20, help="refill: rate_num tokens ..."),
+    Setting("gateway.rate_limit.default_rate_den", positive_int, 1, help="... per rate_den seconds"),
+    Setting(
+        "gateway.rate_limit.fail_mode",
+        parse_choice("open", "closed"),
+        "open",
+        help="ATLAS unreachable: let requests through (open) or refuse them with 503 (closed)",
+    ),
+    Setting("gateway.rate_limit.timeout", parse_duration, "250ms", help="bound of one CL.THROTTLE call"),
+    Setting("atlas.connect_timeout", parse_duration, "1s", help="client-side bound of connecting to ATLAS"),
+    Setting(
+        "atlas.retry_attempts",
+        non_negative_int,
+        2,
+        help="retries of a call after a lost connection or a leader change (not after a timeout)",
+    ),
+    Setting("atlas.retry_backoff", non_negative_duration, "50ms", help="first retry delay, doubled for each retry"),
+)
+SCHEMA = SCHEMA + GATEWAY_SCHEMA
 
 _SCHEMA_BY_PATH = {setting.path: setting for setting in SCHEMA}
 

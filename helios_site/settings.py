@@ -259,3 +259,12 @@ if PRODUCTION:
     SECURE_HSTS_PRELOAD = True
     # Health probes and Prometheus scrapes come over plain HTTP from inside the host.
     SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$", r"^metrics$"]
+
+# -- Gateway (issue 7): the rate limiter over ATLAS on every DRF view, its headers on every response
+# it counted, and the 429/503 answers and headers in the OpenAPI schema of every /api/v1/ operation.
+REST_FRAMEWORK["DEFAULT_THROTTLE_CLASSES"] = ["accounts.throttles.AtlasRateThrottle"]
+MIDDLEWARE += ["accounts.middleware.RateLimitHeadersMiddleware"]
+SPECTACULAR_SETTINGS["POSTPROCESSING_HOOKS"] = [
+    "drf_spectacular.hooks.postprocess_schema_enums",
+    "accounts.schema.rate_limit_responses",
+]

@@ -21,6 +21,8 @@ def stack_processes(config: Config) -> list[ProcessSpec]:
         ProcessSpec("atlas", [*MANAGE, "runatlas"]),
         ProcessSpec("gateway", [*MANAGE, "rungateway"], env={"HELIOS_ATLAS_URL": atlas_url}),
         proxy_process(config),
+        # jobs: one worker (metrics on worker.metrics_listen, 127.0.0.1:9092 by default)
+        ProcessSpec("worker", [*MANAGE, "runworker", "--worker-id", "worker-1"]),
     ]
 
 

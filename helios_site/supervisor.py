@@ -74,6 +74,7 @@ class Supervisor:
         self.grace_seconds = grace_seconds
         self.first_restart_delay = first_restart_delay
         self._stop_requested_at: float | None = None
+        self._stop_signal = 0
         self._hurry = False
 
     def run(self) -> int:
@@ -83,6 +84,9 @@ class Supervisor:
             for child in self.children:
                 self._start(child)
             code = self._supervise()
+            if self._stop_signal:
+                name = signal.Signals(self._stop_signal).name
+                logger.info("received %s, stopping", name, extra={"action": "stack_stopping"})
         finally:
             self._stop_all()
             for sig, handler in previous.items():
@@ -91,10 +95,11 @@ class Supervisor:
         return code
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        # Only flags here: logging from a signal handler can re-enter a write to stdout.
         now = time.monotonic()
         if self._stop_requested_at is None:
             self._stop_requested_at = now
-            logger.info("received %s, stopping", signal.Signals(signum).name, extra={"action": "stack_stopping"})
+            self._stop_signal = signum
         elif now - self._stop_requested_at >= HURRY_AFTER_SECONDS:
             self._hurry = True
 

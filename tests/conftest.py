@@ -57,3 +57,32 @@ def _clear_cache() -> None:
 @pytest.fixture
 def database_vendor() -> str:
     return connection.vendor
+
+
+# -- Gateway (issue 7): one real runatlas for the in-process tests that need ATLAS.
+
+
+@pytest.fixture(scope="session")
+def atlas_server(tmp_path_factory: pytest.TempPathFactory):
+    """A runatlas process shared by the session's in-process gateway tests: its port."""
+    from tests.e2e.atlas_processes import running_atlas
+
+    with running_atlas(tmp_path_factory.mktemp("atlas-session")) as (port, _process):
+        yield port
+
+
+@pytest.fixture
+def atlas_url(atlas_server: int, monkeypatch: pytest.MonkeyPatch):
+    """This process's HELIOS_ATLAS_URL pointing at the session's ATLAS, emptied (FLUSHALL), with the
+    gateway's cached settings and clients forgotten before and after."""
+    import redis
+
+    from tests.gateway import reset_gateway_caches
+
+    url = f"redis://127.0.0.1:{atlas_server}/0"
+    monkeypatch.setenv("HELIOS_ATLAS_URL", url)
+    reset_gateway_caches()
+    redis.Redis(port=atlas_server, protocol=2).flushall()
+    yield url
+    monkeypatch.delenv("HELIOS_ATLAS_URL")
+    reset_gateway_caches()

@@ -112,3 +112,13 @@ def migrate(env: Mapping[str, str]) -> None:
 
 def scratch_dir() -> Path:
     return Path(tempfile.mkdtemp(prefix="helios-test-"))
+
+
+def assert_error(response, status: int, code: str) -> dict:
+    """The response is an API error {"detail", "code"} with this status and code; its body."""
+    assert response.status_code == status, response.content
+    body = response.json()
+    assert body["code"] == code, body
+    assert isinstance(body["detail"], str)
+    assert body["detail"]
+    return body

@@ -14,7 +14,7 @@ from rest_framework_simplejwt.exceptions import InvalidToken, TokenError
 
 from accounts import services
 from accounts.api import serializers
-from accounts.throttles import LoginIPThrottle, LoginUsernameThrottle
+from accounts.throttles import AtlasRateThrottle, LoginIPThrottle, LoginUsernameThrottle, RateLimitFirstMixin
 
 ERROR = serializers.ErrorSerializer
 BAD_REQUEST = OpenApiResponse(ERROR, description="Malformed body or invalid field; `errors` has the details.")
@@ -22,7 +22,7 @@ UNAUTHORIZED = OpenApiResponse(ERROR, description="Missing, invalid, expired or 
 THROTTLED = OpenApiResponse(ERROR, description="Too many attempts; see Retry-After.")
 
 
-class PublicAPIView(APIView):
+class PublicAPIView(RateLimitFirstMixin, APIView):
     """A view anyone may call: no authentication, but failures still answer 401 with a challenge."""
 
     permission_classes = [AllowAny]
@@ -56,7 +56,7 @@ class RegisterView(PublicAPIView):
 
 
 class LoginView(PublicAPIView):
-    throttle_classes = [LoginIPThrottle, LoginUsernameThrottle]
+    throttle_classes = [AtlasRateThrottle, LoginIPThrottle, LoginUsernameThrottle]
 
     @extend_schema(
         request=serializers.CredentialsSerializer,
@@ -91,7 +91,7 @@ class RefreshView(PublicAPIView):
         return Response(_token_body(pair))
 
 
-class LogoutView(APIView):
+class LogoutView(RateLimitFirstMixin, APIView):
     permission_classes = [IsAuthenticated]
 
     @extend_schema(
@@ -116,7 +116,7 @@ class LogoutView(APIView):
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
-class MeView(APIView):
+class MeView(RateLimitFirstMixin, APIView):
     permission_classes = [IsAuthenticated]
 
     @extend_schema(responses={200: serializers.MeSerializer, 401: UNAUTHORIZED}, tags=["auth"], summary="Who am I")

@@ -46,7 +46,7 @@ def exec_(s: Session, args: list[bytes]) -> object:
     s.in_exec = True
     s.store.begin_transaction()
     try:
-        return [s.call(cmd, queued_args) for cmd, queued_args in queued]
+        return [s.execute(queued_args) for _, queued_args in queued]
     finally:
         s.in_exec = False
         s.store.end_transaction()

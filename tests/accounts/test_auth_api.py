@@ -10,6 +10,7 @@ from rest_framework_simplejwt.tokens import AccessToken, RefreshToken
 from accounts.models import User
 from accounts.throttles import LoginIPThrottle, LoginUsernameThrottle
 from tests.accounts.conftest import PASSWORD
+from tests.helpers import assert_error
 
 pytestmark = pytest.mark.django_db
 
@@ -23,14 +24,6 @@ ME = "/api/v1/auth/me"
 def bearer(api, token):
     api.credentials(HTTP_AUTHORIZATION=f"Bearer {token}")
     return api
-
-
-def assert_error(response, status, code):
-    assert response.status_code == status, response.content
-    body = response.json()
-    assert body["code"] == code, body
-    assert isinstance(body["detail"], str)
-    assert body["detail"]
 
 
 # -- register
@@ -139,20 +132,27 @@ def test_login_is_throttled_per_username(api, make_user, monkeypatch):
     assert other.status_code == 401
 
 
+def login_attempt(api, username, remote, forwarded):
+    """A wrong password for `username`, from `remote` claiming to forward for `forwarded`."""
+    body = {"username": username, "password": "guess"}
+    return api.post(LOGIN, body, format="json", REMOTE_ADDR=remote, HTTP_X_FORWARDED_FOR=forwarded)
+
+
 def test_login_is_throttled_per_client_address_and_ignores_forged_forwarding(api, make_user, monkeypatch):
     monkeypatch.setattr(LoginIPThrottle, "rate", "3/min", raising=False)
+    # 198.51.100.9 is not a trusted proxy (gateway.trusted_proxies is loopback): its X-Forwarded-For is ignored.
     for number in range(3):
-        response = api.post(
-            LOGIN,
-            {"username": f"user{number}", "password": "guess"},
-            format="json",
-            HTTP_X_FORWARDED_FOR=f"203.0.113.{number}",
-        )
-        assert response.status_code == 401
-    response = api.post(
-        LOGIN, {"username": "user9", "password": "guess"}, format="json", HTTP_X_FORWARDED_FOR="1.2.3.4"
-    )
-    assert_error(response, 429, "throttled")
+        assert login_attempt(api, f"user{number}", "198.51.100.9", f"203.0.113.{number}").status_code == 401
+    assert_error(login_attempt(api, "user9", "198.51.100.9", "1.2.3.4"), 429, "throttled")
+
+
+def test_login_throttle_believes_forwarding_from_a_trusted_proxy(api, make_user, monkeypatch):
+    monkeypatch.setattr(LoginIPThrottle, "rate", "2/min", raising=False)
+    for number in range(2):
+        assert login_attempt(api, f"user{number}", "127.0.0.1", "203.0.113.5").status_code == 401
+    # The same proxy forwarding another client: that client has its own count.
+    assert login_attempt(api, "user9", "127.0.0.1", "203.0.113.6").status_code == 401
+    assert_error(login_attempt(api, "user9", "127.0.0.1", "203.0.113.5"), 429, "throttled")
 
 
 # -- me and tokens

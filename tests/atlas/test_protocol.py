@@ -101,6 +101,12 @@ def test_a_huge_count_inside_a_complete_pipeline_is_refused():
         frames_of([data])
 
 
+def test_a_huge_push_header_after_a_frame_is_refused():
+    data = encode_command([b"PING"]) + b">2147483647\r\n"
+    with pytest.raises(ProtocolError, match="expected '\\*', got '>'"):
+        frames_of([data])
+
+
 def test_a_huge_count_inside_a_value_is_just_data():
     value = b"*99999999\r\n"
     assert frames_of([encode_command([b"SET", b"k", value])]) == [[b"SET", b"k", value]]

@@ -88,6 +88,7 @@ def test_a_frame_sent_byte_by_byte_is_answered_once_complete(server):
         (b"*1\r\n:5\r\n", b"-ERR Protocol error: expected '$', got a non-bulk argument\r\n"),
         (b"*2\r\n*1\r\n$1\r\na\r\n$1\r\nb\r\n", b"-ERR Protocol error: expected '$', got a non-bulk argument\r\n"),
         (b"*1\r\nxyz\r\n", b"-ERR Protocol error: expected '$', got 'x'\r\n"),
+        (b">2147483647\r\n", b"-ERR Protocol error: expected '*', got '>'\r\n"),
     ],
 )
 def test_hostile_input_gets_an_error_and_a_closed_door(server, payload, error):

@@ -29,9 +29,10 @@ def wait_for_resp(port: int, process: ManagedProcess, password: str | None = Non
 
 @contextmanager
 def running_atlas(
-    tmp_path: Path, *flags: str, env: dict[str, str] | None = None
+    tmp_path: Path, *flags: str, env: dict[str, str] | None = None, port: int | None = None
 ) -> Iterator[tuple[int, ManagedProcess]]:
-    port, metrics_port = free_port(), free_port()
+    """runatlas on a free port, or on `port` (to restart a node where its clients expect it)."""
+    port, metrics_port = port or free_port(), free_port()
     argv = [
         *MANAGE,
         "runatlas",

@@ -135,9 +135,14 @@ def test_children_die_with_a_killed_supervisor(start_supervisor):
     assert wait_dead(pid)
 
 
+PASSWORD = "stack-password-that-is-long"
+
+
 @pytest.mark.database
 def test_runstack_serves_the_whole_stack_and_stops_it_on_ctrl_c(gateway_env, tmp_path):
-    port, atlas_port, proxy_port = free_port(), free_port(), free_port()
+    """ATLAS, the gateway, the proxy and a worker: a job enqueued through the proxy runs, and a
+    Ctrl-C stops everything."""
+    port, atlas_port, proxy_port, worker_metrics = free_port(), free_port(), free_port(), free_port()
     stack = ManagedProcess(
         [*MANAGE, "runstack", "--grace-seconds", "10"],
         {
@@ -149,6 +154,7 @@ def test_runstack_serves_the_whole_stack_and_stops_it_on_ctrl_c(gateway_env, tmp
             "HELIOS_ATLAS_DATA_DIR": str(tmp_path / "atlas"),
             "HELIOS_PROXY_LISTEN": f"127.0.0.1:{proxy_port}",
             "HELIOS_PROXY_METRICS_LISTEN": f"127.0.0.1:{free_port()}",
+            "HELIOS_WORKER_METRICS_LISTEN": f"127.0.0.1:{worker_metrics}",
         },
         tmp_path / "stack.log",
     )
@@ -161,22 +167,36 @@ def test_runstack_serves_the_whole_stack_and_stops_it_on_ctrl_c(gateway_env, tmp
             time.sleep(0.2)
             ready = wait_for_http(f"http://127.0.0.1:{port}/readyz", stack)
         assert ready.json()["checks"] == {"database": "ok", "atlas": "ok"}
-        through_proxy = wait_for_http(f"http://127.0.0.1:{proxy_port}/healthz", stack)
-        assert through_proxy.status_code == 200
-        assert through_proxy.json() == {"status": "ok"}
-        gateway_pid = int(re.search(r"started gateway \(pid (\d+)\)", stack.output()).group(1))
-        atlas_pid = int(re.search(r"started atlas \(pid (\d+)\)", stack.output()).group(1))
-        proxy_pid = int(re.search(r"started proxy \(pid (\d+)\)", stack.output()).group(1))
+        assert "worker_job_queue_depth" in wait_for_http(f"http://127.0.0.1:{worker_metrics}/metrics", stack).text
+
+        api = f"http://127.0.0.1:{proxy_port}/api/v1"  # everything below goes through the proxy
+        assert wait_for_http(f"http://127.0.0.1:{proxy_port}/healthz", stack).json() == {"status": "ok"}
+        credentials = {"username": "dora", "password": PASSWORD}
+        assert requests.post(f"{api}/auth/register", json=credentials, timeout=10).status_code == 201
+        token = requests.post(f"{api}/auth/login", json=credentials, timeout=10).json()["token"]
+        auth = {"Authorization": f"Bearer {token}"}
+        created = requests.post(f"{api}/jobs", json={"payload": {"task": "echo", "hi": 1}}, headers=auth, timeout=10)
+        assert created.status_code == 201, created.text
+        deadline = time.monotonic() + 30
+        while (job := requests.get(f"{api}/jobs/{created.json()['id']}", headers=auth, timeout=10).json())[
+            "status"
+        ] != "COMPLETED":
+            assert time.monotonic() < deadline, (job, stack.output()[-3000:])
+            time.sleep(0.1)
+        assert job["result"] == {"hi": 1}
+        assert job["worker_id"] == "worker-1"
+
+        pids = {
+            name: int(re.search(rf"started {name} \(pid (\d+)\)", stack.output()).group(1))
+            for name in ("atlas", "gateway", "proxy", "worker")
+        }
         # A terminal's Ctrl-C, delivered twice in a row as a wrapper such as timeout(1) does: still graceful.
         stack.signal(signal.SIGINT)
         stack.signal(signal.SIGINT)
         assert stack.process.wait(30) == 0
-        assert wait_dead(gateway_pid)
-        assert wait_dead(atlas_pid)
-        assert wait_dead(proxy_pid)
-        assert "gateway stopped (code 0)" in stack.output()
-        assert "proxy stopped (code 0)" in stack.output()
-        assert "atlas stopped (code 0)" in stack.output()
+        for name, pid in pids.items():
+            assert wait_dead(pid), name
+            assert f"{name} stopped (code 0)" in stack.output()
         with pytest.raises(requests.ConnectionError):
             requests.get(f"http://127.0.0.1:{port}/healthz", timeout=2)
     finally:
