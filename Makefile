@@ -77,6 +77,11 @@ soak-raft: venv
 bench-raft: venv
 	$(PY) -m raft.bench
 
+.PHONY: bench-raft-cluster
+## bench-raft-cluster: raft.demo processes (fsync on): 3 nodes against 1, sequential and concurrent writes, failover time
+bench-raft-cluster: venv
+	$(PY) bench/bench_raft_cluster.py
+
 .PHONY: bench-gateway
 ## bench-gateway: wrk against GET /api/v1/kv/<key> (valid token) and /healthz through gunicorn with 2 workers, then a profile (needs wrk)
 bench-gateway: venv

@@ -143,6 +143,9 @@ class Profile:
     keys: int
     churn: float  # chance that a new leader crashes within a few milliseconds (Figure 8 schedules)
     crash_before_send: float  # chance, per Ready, of crashing after persisting it but before sending
+    # Leaders send a Ready's messages before persisting it when they may (thesis 10.2.1), as
+    # raft.node does. Set from the seed's parity, not drawn, so both ways run in every sweep.
+    early_send: bool = False
 
     @classmethod
     def from_rng(cls, rng: random.Random) -> Profile:
@@ -398,6 +401,7 @@ class Simulation:
         self.trace = trace
         self.rng = random.Random(seed)
         self.profile = Profile.from_rng(self.rng)
+        self.profile.early_send = seed % 2 == 1
         self.now = 0
         self.queue: list[tuple[int, int, int, Any]] = []
         self.seq = 0
@@ -579,6 +583,9 @@ class Simulation:
             return
         rd = core.ready()
         node.persisting = rd
+        if self.profile.early_send:
+            for m in rd.take_early_messages():
+                self._send(m)
         if rd.must_sync:
             latency = (200 + self.rng.randrange(1500)) * node.slow
             self._at(self.now + latency, EV_PERSISTED, (node.id, node.incarnation))

@@ -13,6 +13,7 @@ import time
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import requests
@@ -114,10 +115,10 @@ def scratch_dir() -> Path:
     return Path(tempfile.mkdtemp(prefix="helios-test-"))
 
 
-def assert_error(response, status: int, code: str) -> dict:
+def assert_error(response: Any, status: int, code: str) -> dict[str, Any]:
     """The response is an API error {"detail", "code"} with this status and code; its body."""
     assert response.status_code == status, response.content
-    body = response.json()
+    body: dict[str, Any] = response.json()
     assert body["code"] == code, body
     assert isinstance(body["detail"], str)
     assert body["detail"]

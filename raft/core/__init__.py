@@ -30,7 +30,9 @@ the next Ready. That is also the batching: proposals that queue while one Ready 
 together in the next, one APPEND per follower, and an idle leader sends a proposal at once.
 A Ready refuses to show its messages, committed entries or read states before mark_persisted(),
 and advance() refuses an unpersisted Ready: the persist-before-send contract cannot be skipped
-by accident.
+by accident. The one exception is asked for by name: rd.take_early_messages() hands a leader
+whose term and vote did not change its messages before persisting (thesis 10.2.1: the leader's
+disk write overlaps its followers'; it counts its own log only once persisted).
 
 An asyncio driver (raft.node, next issue) looks like this; ticks, received messages and
 proposals call into `node` on the event loop at any time, also while a Ready is being written:

@@ -25,6 +25,7 @@ from raft.core.types import (
     MessageType,
     PersistentState,
     ReadState,
+    Role,
     Snapshot,
     SoftState,
 )
@@ -63,6 +64,7 @@ class Ready:
 
     __slots__ = (
         "_committed_entries",
+        "_leader_may_send_early",
         "_messages",
         "_persisted",
         "_read_states",
@@ -94,6 +96,7 @@ class Ready:
         self._read_states = read_states
         self.must_sync = must_sync
         self._persisted = not self.needs_persist()
+        self._leader_may_send_early = False
 
     def needs_persist(self) -> bool:
         return self.hard_state is not None or bool(self.entries) or self.snapshot is not None
@@ -126,6 +129,20 @@ class Ready:
     def read_states(self) -> list[ReadState]:
         self._require_persisted("read states")
         return self._read_states
+
+    def take_early_messages(self) -> list[Message]:
+        """The messages a leader may send before this Ready is persisted (thesis 10.2.1); [] otherwise.
+
+        A leader whose term and vote did not change in this Ready promises nothing durable in what
+        it sends (appends, heartbeats, snapshot chunks, read answers): it counts its own log toward
+        a commit only once advance() reports it persisted, so a commit still needs a majority of
+        disks, and its disk write overlaps its followers'. The messages taken here are no longer
+        in `messages`.
+        """
+        if not self._leader_may_send_early:
+            return []
+        taken, self._messages = self._messages, []
+        return taken
 
     def is_empty(self) -> bool:
         return not (
@@ -283,6 +300,11 @@ class RawNode:
             must_sync=bool(entries)
             or snapshot is not None
             or (hard_changed and (hard.term != self._prev_hard.term or hard.vote != self._prev_hard.vote)),
+        )
+        # A leader in an unchanged term and vote may let this Ready's messages leave before it is
+        # persisted (see Ready.take_early_messages).
+        rd._leader_may_send_early = r.role == Role.LEADER and (
+            not hard_changed or (hard.term, hard.vote) == (self._prev_hard.term, self._prev_hard.vote)
         )
         # Everything in the Ready now counts as handed out.
         self._prev_soft = soft
