@@ -20,11 +20,13 @@ from raft.linearizability import (
     parse_jepsen_log,
 )
 
-JEPSEN = Path(__file__).parent / "testdata" / "jepsen-etcd"  # a copy of ../shared/testdata/jepsen-etcd
+# The workplace's corpus beside the project (../shared, present in every session and on CI).
+JEPSEN = Path(__file__).resolve().parents[3] / "shared" / "testdata" / "jepsen-etcd"
 _CORPUS: list[tuple[int, list[Operation], bool]] = []
 
 
 def corpus() -> list[tuple[int, list[Operation], bool]]:
+    assert (JEPSEN / "README.md").exists(), f"the Jepsen etcd corpus is missing at {JEPSEN}"
     if not _CORPUS:
         _CORPUS.extend(load_jepsen_dir(JEPSEN))
     return _CORPUS
