@@ -218,10 +218,14 @@ class RequestGuard:
     def __init__(self, limits: ProtocolLimits) -> None:
         self.limits = limits
         self.state = _Walk()
+        # Where the last walk met its first inline command at a frame boundary (hiredis cannot
+        # parse those), if it did.
+        self.inline_at: int | None = None
 
     def walk(self, data: bytes) -> None:
         """Advance over `data`; raise ProtocolError at the first header Redis would refuse."""
         state = self.state
+        self.inline_at = None
         pos = 0
         end = len(data)
         while pos < end:
@@ -248,11 +252,14 @@ class RequestGuard:
                 if newline < 0:
                     state.header += data[pos:]
                     self._check_partial_header()
+                    if state.inline and self.inline_at is None:
+                        self.inline_at = line_start
                     return
                 line = state.header + data[pos:newline]
                 state.header = b""
                 pos = newline + 1
-                self._header_line(line.rstrip(b"\r"))
+                if not self._header_line(line.rstrip(b"\r")) and self.inline_at is None:
+                    self.inline_at = line_start
             except ProtocolError as error:
                 error.offset = line_start
                 raise
@@ -267,7 +274,8 @@ class RequestGuard:
             kind = "bulk" if self.state.elements_left else "multibulk"
             raise ProtocolError(f"Protocol error: invalid {kind} length")
 
-    def _header_line(self, line: bytes) -> None:
+    def _header_line(self, line: bytes) -> bool:
+        """Check one header line; False when it was a whole inline command."""
         state = self.state
         if state.elements_left:
             if line[:1] != b"$":
@@ -278,17 +286,18 @@ class RequestGuard:
                 raise ProtocolError("Protocol error: invalid bulk length")
             state.elements_left -= 1
             state.bulk_left = length + 2
-            return
+            return True
         if line[:1] != b"*":
             if line[:1] in _AGGREGATE_MARKERS:  # hiredis would take it for a map, set or push
                 raise ProtocolError(f"Protocol error: expected '*', got '{line[:1].decode()}'")
             if len(line) > MAX_INLINE_SIZE:
                 raise ProtocolError("Protocol error: too big inline request")
-            return  # a whole inline command: nothing to validate
+            return False  # a whole inline command: nothing to validate
         count = _parse_length(line[1:])
         if count is None or count > MAX_MULTIBULK_COUNT:
             raise ProtocolError("Protocol error: invalid multibulk length")
         state.elements_left = max(count, 0)
+        return True
 
 
 def _parse_length(digits: bytes) -> int | None:
@@ -373,6 +382,11 @@ class RequestParser:
     count of seven digits or more anywhere is walked before hiredis sees it too (a regex search,
     rarely true). Inline commands are split here, at a boundary.
 
+    Redis also takes inline commands between multibulk ones in one read (`redis-cli --pipe` ends
+    its stream so). hiredis cannot: the read is split where the inline command starts and the rest
+    is fed once hiredis has given out the frames before it. The guard finds that place in a walked
+    read; on the fast path, the hiredis error that such a line causes sends us looking for it.
+
     `feed(data)` raises ProtocolError for what Redis would refuse; `frames()` yields the complete
     frames and may be left early (a blocked client), the rest staying buffered.
     """
@@ -386,6 +400,8 @@ class RequestParser:
         self._inline_tail = b""
         self._carry = b""
         self._unchecked: bytes | None = None  # the last fast-path read, until its frames are out
+        self._parsed = 0  # frames hiredis gave out of the last fast-path read
+        self._pending: bytes | None = None  # the rest of a read, fed once hiredis is drained
         self._last_frame: Frame | None = None
         self._failure: ProtocolError | None = None  # found by the guard, raised after earlier frames
 
@@ -409,34 +425,48 @@ class RequestParser:
                 self.reader.feed(data[: error.offset])
                 self._failure = error
                 return
+            inline_at = self.guard.inline_at
+            if inline_at is not None:  # hiredis gets what precedes the inline command, for now
+                self._pending = data[inline_at:]
+                data = data[:inline_at]
+                self.guard.state = _Walk()
             self._tracking = not self.guard.state.at_boundary
         else:
             self._unchecked = data
+            self._parsed = 0
         self._last_frame = None
         self.reader.feed(data)
 
     def frames(self) -> Iterator[Frame]:
         """Yield each complete frame received so far."""
-        while self._inline_frames:
-            yield self._inline_frames.popleft()
-        reader = self.reader
         while True:
-            try:
-                frame = reader.gets()
-            except hiredis.ProtocolError as exc:
-                raise ProtocolError(_redis_wording(str(exc))) from None
-            except MemoryError:  # a huge declared count: hiredis could not even allocate it
-                raise ProtocolError("Protocol error: invalid multibulk length") from None
-            if frame is False:
+            while self._inline_frames:
+                yield self._inline_frames.popleft()
+            reader = self.reader
+            while True:
+                try:
+                    frame = reader.gets()
+                except hiredis.ProtocolError as exc:
+                    if self._inline_follows():
+                        break
+                    raise ProtocolError(_redis_wording(str(exc))) from None
+                except MemoryError:  # a huge declared count: hiredis could not even allocate it
+                    raise ProtocolError("Protocol error: invalid multibulk length") from None
+                if frame is False:
+                    break
+                self._parsed += 1
+                if type(frame) is not list:
+                    if frame is None:
+                        continue  # *-1: Redis ignores a null multibulk
+                    raise ProtocolError("Protocol error: expected '*', got a non-array request")
+                if len(frame) > MAX_MULTIBULK_COUNT:
+                    raise ProtocolError("Protocol error: invalid multibulk length")
+                self._last_frame = frame
+                yield frame
+            if self._pending is None:
                 break
-            if type(frame) is not list:
-                if frame is None:
-                    continue  # *-1: Redis ignores a null multibulk
-                raise ProtocolError("Protocol error: expected '*', got a non-array request")
-            if len(frame) > MAX_MULTIBULK_COUNT:
-                raise ProtocolError("Protocol error: invalid multibulk length")
-            self._last_frame = frame
-            yield frame
+            rest, self._pending = self._pending, None
+            self.feed(rest)
         if self._failure is not None:
             raise self._failure
         unchecked = self._unchecked
@@ -447,6 +477,20 @@ class RequestParser:
                 self._enter_tracking(unchecked)
         if reader.len() > self.limits.max_query_buffer:
             raise ProtocolError("Protocol error: query buffer limit exceeded")
+
+    def _inline_follows(self) -> bool:
+        """hiredis stumbled on the last fast-path read: if that is an inline command after the
+        frames it gave out, start the read over from there (with a new hiredis reader)."""
+        data = self._unchecked
+        if data is None:
+            return False
+        offset = _offset_after_frames(data, self._parsed)
+        if offset is None or offset >= len(data) or data[offset : offset + 1] in (b"*", *_AGGREGATE_MARKERS):
+            return False
+        self.reader = hiredis.Reader()
+        self._unchecked = None
+        self._pending = data[offset:]
+        return True
 
     def _enter_tracking(self, data: bytes) -> None:
         """A fast-path read did not end on a frame boundary: walk it (it began on one)."""
@@ -474,6 +518,25 @@ class RequestParser:
             if args:
                 self._inline_frames.append(args)
         return data[pos:]
+
+
+def _offset_after_frames(data: bytes, count: int) -> int | None:
+    """Where the first `count` multibulk frames of `data` end (they were parsed whole by hiredis
+    already, so they are well formed); None if the data does not read so."""
+    pos = 0
+    try:
+        for _ in range(count):
+            if data[pos : pos + 1] != b"*":
+                return None
+            end = data.index(b"\r\n", pos)
+            elements = int(data[pos + 1 : end])
+            pos = end + 2
+            for _ in range(max(elements, 0)):
+                end = data.index(b"\r\n", pos)
+                pos = end + 2 + int(data[pos + 1 : end]) + 2
+    except ValueError:
+        return None
+    return pos
 
 
 def _redis_wording(hiredis_message: str) -> str:

@@ -179,3 +179,20 @@ def test_resp3_encoding():
 
 def test_error_messages_cannot_break_the_framing():
     assert encode(ErrorReply("ERR bad\r\ninjected"), False) == b"-ERR bad  injected\r\n"
+
+
+def test_inline_commands_between_multibulk_ones_in_one_read():
+    """What redis-cli --pipe sends: multibulk commands, an empty line, more multibulk."""
+    data = encode_command([b"SET", b"a", b"1"]) + b"\r\nPING\r\n" + encode_command([b"ECHO", b"x" * 20])
+    assert frames_of([data]) == [[b"SET", b"a", b"1"], [b"PING"], [b"ECHO", b"x" * 20]]
+
+
+def test_inline_commands_inside_a_walked_read():
+    big = b"v" * 70_000  # cut in two reads: the second read is walked by the guard
+    data = encode_command([b"SET", b"k", big]) + b"PING\r\n" + encode_command([b"GET", b"k"])
+    assert frames_of([data[:1000], data[1000:]]) == [[b"SET", b"k", big], [b"PING"], [b"GET", b"k"]]
+
+
+def test_garbage_inside_a_frame_is_still_a_protocol_error():
+    with pytest.raises(ProtocolError):
+        frames_of([encode_command([b"PING"]) + b"*2\r\n$3\r\nGET\r\n\x00\x01\r\n"])

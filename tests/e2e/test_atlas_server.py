@@ -12,6 +12,7 @@ import pytest
 import redis
 import requests
 
+from atlas.protocol import encode_command
 from tests.e2e.atlas_processes import running_atlas
 from tests.helpers import BASE_DIR, MANAGE, ManagedProcess, base_env, free_port
 
@@ -58,6 +59,15 @@ def test_redis_cli_works_unchanged(atlas):
         ["redis-cli", "-p", str(port)], input="SET piped 1\nGET piped\n", capture_output=True, text=True, timeout=20
     )
     assert piped.stdout.split() == ["OK", "1"]
+
+
+@pytest.mark.skipif(shutil.which("redis-cli") is None, reason="redis-cli comes with redis-tools (.ci/run installs it)")
+def test_redis_cli_pipe_mass_insertion(atlas):
+    port, _ = atlas
+    data = b"".join(encode_command([b"SET", b"pipe:%d" % number, b"v"]) for number in range(20000))
+    result = subprocess.run(["redis-cli", "-p", str(port), "--pipe"], input=data, capture_output=True, timeout=60)
+    assert b"errors: 0, replies: 20000" in result.stdout, result.stdout + result.stderr
+    assert redis.Redis(port=port).get("pipe:19999") == b"v"
 
 
 @pytest.mark.parametrize(
